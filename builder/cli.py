@@ -1,0 +1,211 @@
+"""The command line: a thin layer over functions the tests call directly."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from builder import __version__
+from builder.cache import Cache
+from builder.errors import ConfigurationError, FatalError, InterruptedByUser
+from builder.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes
+from builder import pipeline, sources
+from builder.environments import get_environment
+from builder.targets import parse_gpu_targets, targets_table
+
+
+def source_options(func):
+    """Options shared by every command that needs sources."""
+
+    @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                  envvar="MOSHI_BUILD_CACHE_DIR", help="Cache root (default: the user's cache directory).")
+    @click.option("--mirror", "mirrors", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                  help="Directory searched by file name before the network (repeatable; env MOSHI_BUILD_MIRROR).")
+    @click.option("--source", "source_overrides", multiple=True, metavar="NAME=PATH",
+                  help="Use a local directory or archive as a component's source (recorded as unverified).")
+    @click.option("--offline", is_flag=True, envvar="MOSHI_BUILD_OFFLINE",
+                  help="Fail instead of touching the network.")
+    @click.option("--recipes-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                  default=DEFAULT_RECIPES_DIR, show_default=False, help="Directory of component recipes.")
+    @click.option("--recipe", "extra_recipes", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  help="An extra recipe file (e.g. a test application standing in for moshi.cpp).")
+    @click.option("--patches-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                  default=DEFAULT_PATCHES_DIR, show_default=False, help="Directory of patches/<component>/.")
+    @click.option("--no-progress", is_flag=True, help="No progress bars.")
+    @functools.wraps(func)
+    def wrapper(*, cache_dir, mirrors, source_overrides, offline, recipes_dir, extra_recipes,
+                patches_dir, no_progress, **kwargs):
+        recipes = load_recipes(recipes_dir, patches_dir, list(extra_recipes))
+        opts = sources.FetchOptions(
+            cache=Cache(cache_dir),
+            mirrors=tuple(Path(m).resolve() for m in mirrors + sources.mirrors_from_env()),
+            overrides=sources.parse_overrides(list(source_overrides)),
+            offline=offline,
+            progress=not no_progress,
+        )
+        return func(recipes=recipes, fetch_options=opts, **kwargs)
+
+    return wrapper
+
+
+def select(recipes: dict, names: tuple[str, ...]) -> list:
+    unknown = [n for n in names if n not in recipes]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown component {', '.join(unknown)}; components: {', '.join(recipes)}"
+        )
+    return [recipes[n] for n in names] if names else list(recipes.values())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="moshi-build")
+def cli() -> None:
+    """Build self-contained ROCm wheels of moshi.cpp, one per gfx target."""
+
+
+@cli.command()
+@click.argument("components", nargs=-1)
+@click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the lock of what was used (default: CACHE/sources.lock.json).")
+@source_options
+def fetch(components, lock_path, recipes, fetch_options):
+    """Download, verify, extract and patch sources (all components by default)."""
+    chosen = select(recipes, components)
+    trees = sources.fetch_all(chosen, fetch_options)
+    for t in trees:
+        mark = "verified" if t.verified else "UNVERIFIED (local override)"
+        click.echo(f"{t.component} {t.version}: {mark}, {t.pin[:23]}  from {t.origin}\n    -> {t.path}")
+    lock_path = lock_path or fetch_options.cache.root / "sources.lock.json"
+    sources.write_lock(trees, lock_path)
+    click.echo(f"lock written to {lock_path}")
+
+
+def env_options(func):
+    @click.option("--env", "env_kind", type=click.Choice(["auto", "host", "debian"]), default="auto",
+                  envvar="MOSHI_BUILD_ENV", show_default=True,
+                  help="Build environment: a ROCm >= 6.1 on this machine, or a Debian root filesystem.")
+    @click.option("--check-valid-until/--no-check-valid-until", default=False, show_default=True,
+                  help="Let apt reject expired Release files while creating the Debian environment.")
+    @functools.wraps(func)
+    def wrapper(*, env_kind, check_valid_until, **kwargs):
+        cache_root = (kwargs.get("fetch_options").cache.root if kwargs.get("fetch_options")
+                      else Cache(kwargs.pop("env_cache_dir", None)).root)
+        environment = get_environment(env_kind, Cache(cache_root).envs, check_valid_until=check_valid_until)
+        return func(environment=environment, **kwargs)
+
+    return wrapper
+
+
+def env_cache_option(func):
+    return click.option("--cache-dir", "env_cache_dir", type=click.Path(file_okay=False, path_type=Path),
+                        envvar="MOSHI_BUILD_CACHE_DIR", help="Cache root (default: the user's cache directory).")(func)
+
+
+@cli.command()
+@click.option("--gpu-targets", required=True, metavar="LIST",
+              help='gfx targets separated by ";" or ",", e.g. "gfx1100;gfx1030".')
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="Parallel jobs (default: all cores).")
+@env_options
+@source_options
+def build(gpu_targets, jobs, environment, recipes, fetch_options):
+    """Fetch sources and build every component for the given gfx targets."""
+    targets_list = parse_gpu_targets(gpu_targets)
+    report = pipeline.build(recipes, targets_list, environment, fetch_options, jobs=jobs,
+                            progress=fetch_options.progress, echo=click.echo)
+    built = sum(not r.cached for r in report.results)
+    click.echo(f"{len(report.results)} steps, {built} built, {len(report.results) - built} cached, "
+               f"{report.seconds:.1f} s")
+
+
+@cli.command("targets")
+@env_cache_option
+@env_options
+def targets_cmd(environment):
+    """List the gfx targets: example GPUs, and whether the environment can build them."""
+    rows = targets_table(environment if environment.exists() else None) if hasattr(environment, "exists") \
+        else targets_table(environment)
+    click.echo(f"{'target':<9} {'family':<8} {'kernels':<8} example GPUs")
+    for row in rows:
+        click.echo(f"{row.name:<9} {row.family:<8} {row.kernels:<8} {row.examples}")
+
+
+@cli.group("env")
+def env_group() -> None:
+    """Create, inspect, enter or remove the build environment."""
+
+
+@env_group.command("create")
+@env_cache_option
+@env_options
+def env_create(environment):
+    """Create the build environment (or check the host's ROCm)."""
+    environment.ensure()
+    for k, v in environment.info().items():
+        click.echo(f"{k}: {v}")
+
+
+@env_group.command("info")
+@env_cache_option
+@env_options
+def env_info(environment):
+    """Show what the build environment holds."""
+    for k, v in environment.info().items():
+        click.echo(f"{k}: {v}")
+
+
+@env_group.command("shell")
+@env_cache_option
+@env_options
+def env_shell(environment):
+    """Open an interactive shell inside the build environment."""
+    import subprocess
+
+    environment.ensure()
+    cwd = Path.cwd()
+    with environment.session([cwd]) as session:
+        argv = session.wrap(["/bin/bash", "-i"], cwd, session.base_env())
+        raise SystemExit(subprocess.call(argv))
+
+
+@env_group.command("remove")
+@env_cache_option
+@env_options
+def env_remove(environment):
+    """Remove the build environment (the Debian root filesystem)."""
+    environment.remove()
+    click.echo("removed")
+
+
+@cli.group()
+def recipes() -> None:
+    """Inspect recipes."""
+
+
+@recipes.command("check")
+@source_options
+def recipes_check(recipes, fetch_options):
+    """Load and validate every recipe."""
+    for r in recipes.values():
+        steps = ", ".join(s.step + (" (per target)" if s.per_target else "") for s in r.build)
+        click.echo(f"{r.name} {r.version} [{r.source.kind}] patches: {len(r.patches)}; steps: {steps}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="moshi-build", standalone_mode=False)
+    except FatalError as e:
+        click.secho(f"moshi-build: error: {e.message}", fg="red", err=True)
+        sys.exit(e.return_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        e = InterruptedByUser("interrupted; unfinished work was discarded and the caches are consistent")
+        click.secho(f"moshi-build: {e.message}", fg="red", err=True)
+        sys.exit(e.return_code)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)

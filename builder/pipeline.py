@@ -1,0 +1,59 @@
+"""The whole chain as functions: sources -> environment -> targets -> builds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from builder import sources, steps, targets
+from builder.environments import BuildEnvironment
+from builder.recipe import Recipe, all_steps
+
+
+@dataclasses.dataclass
+class BuildReport:
+    trees: list[sources.SourceTree]
+    results: list[steps.StepResult]
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {
+            "seconds": round(self.seconds, 1),
+            "sources": [t.lock_entry() for t in self.trees],
+            "steps": [
+                {"step": r.step, "target": r.target, "key": r.key, "prefix": str(r.prefix),
+                 "cached": r.cached, "seconds": round(r.seconds, 1), "log": str(r.log) if r.log else None}
+                for r in self.results
+            ],
+        }
+
+
+def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: BuildEnvironment,
+          fetch_options: sources.FetchOptions, jobs: int | None = None, progress: bool = True,
+          echo=print) -> BuildReport:
+    start = time.monotonic()
+    environment.ensure()
+    # Reject bad targets before any download or build.
+    targets.check_targets(gpu_targets, environment)
+    trees = {t.component: t for t in sources.fetch_all(list(recipes.values()), fetch_options)}
+    cache = fetch_options.cache
+    with environment.session([cache.root]) as session:
+        ctx = steps.BuildContext(
+            cache=cache,
+            session=session,
+            environment_id=environment.identity(),
+            base_env=session.base_env() if hasattr(session, "base_env") else dict(os.environ),
+            jobs=jobs or os.cpu_count() or 1,
+            progress=progress,
+            echo=echo,
+        )
+        results = steps.build_all(all_steps(recipes), trees, gpu_targets, ctx)
+    report = BuildReport(list(trees.values()), results, time.monotonic() - start)
+    record = cache.root / "last-build.json"
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report.to_json(), indent=2))
+    os.replace(tmp, record)
+    return report

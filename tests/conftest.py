@@ -1,0 +1,45 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MIRROR = REPO.parent / "shared" / "mirror"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    # Tests never touch the user's cache or pick up a developer's mirror settings.
+    for var in ("MOSHI_BUILD_CACHE_DIR", "MOSHI_BUILD_MIRROR", "MOSHI_BUILD_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+import http.server
+import threading
+
+
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """Serve a directory on 127.0.0.1; `.requests` lists the paths asked for."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = lambda *a, **kw: _RecordingHandler(*a, directory=str(root), **kw)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.requests = []
+    server.root = root
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
