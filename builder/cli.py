@@ -12,7 +12,7 @@ import click
 from builder import __version__
 from builder.cache import Cache
 from builder.errors import ConfigurationError, FatalError, InterruptedByUser
-from builder.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes
+from builder.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application
 from builder import pipeline, sources
 from builder.environments import get_environment
 from builder.targets import parse_gpu_targets, targets_table
@@ -109,12 +109,14 @@ def env_cache_option(func):
 @click.option("--gpu-targets", required=True, metavar="LIST",
               help='gfx targets separated by ";" or ",", e.g. "gfx1100;gfx1030".')
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="Parallel jobs (default: all cores).")
+@click.option("--app", default=None, help="Application recipe to build (default: the only one, moshi.cpp).")
 @env_options
 @source_options
-def build(gpu_targets, jobs, environment, recipes, fetch_options):
+def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
     """Fetch sources and build every component for the given gfx targets."""
     targets_list = parse_gpu_targets(gpu_targets)
-    report = pipeline.build(recipes, targets_list, environment, fetch_options, jobs=jobs,
+    chosen = select_application(recipes, app)
+    report = pipeline.build(chosen, targets_list, environment, fetch_options, jobs=jobs,
                             progress=fetch_options.progress, echo=click.echo)
     built = sum(not r.cached for r in report.results)
     click.echo(f"{len(report.results)} steps, {built} built, {len(report.results) - built} cached, "
@@ -126,11 +128,14 @@ def build(gpu_targets, jobs, environment, recipes, fetch_options):
 @env_options
 def targets_cmd(environment):
     """List the gfx targets: example GPUs, and whether the environment can build them."""
-    rows = targets_table(environment if environment.exists() else None) if hasattr(environment, "exists") \
-        else targets_table(environment)
-    click.echo(f"{'target':<9} {'family':<8} {'kernels':<8} example GPUs")
+    rows = targets_table(environment if environment.exists() else None)
+    label = {True: "yes", False: "no", None: "?"}
+    click.echo(f"{'target':<9} {'family':<8} {'compiler':<9} {'kernels':<8} example GPUs")
     for row in rows:
-        click.echo(f"{row.name:<9} {row.family:<8} {row.kernels:<8} {row.examples}")
+        click.echo(f"{row.target:<9} {row.family:<8} {label[row.compiler]:<9} {label[row.kernels]:<8} "
+                   f"{', '.join(row.gpus)}")
+    if not environment.exists():
+        click.echo("(? = unknown until the build environment exists: moshi-build env create)")
 
 
 @cli.group("env")

@@ -35,6 +35,8 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
           fetch_options: sources.FetchOptions, jobs: int | None = None, progress: bool = True,
           echo=print) -> BuildReport:
     start = time.monotonic()
+    # Unknown names fail before the environment is created (that can take minutes).
+    targets.check_known_targets(gpu_targets)
     environment.ensure()
     # Reject bad targets before any download or build.
     targets.check_targets(gpu_targets, environment)

@@ -112,6 +112,7 @@ class Recipe:
     dlopen: tuple[str, ...]
     path: Path
     description: str = ""
+    role: Literal["library", "application"] = "library"
 
 
 @functools.cache
@@ -222,6 +223,7 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
         dlopen=tuple(data.get("runtime", {}).get("dlopen", ())),
         path=path,
         description=data.get("description", ""),
+        role=data.get("role", "library"),
     )
 
 
@@ -302,3 +304,17 @@ def topological_steps(steps: dict[str, BuildStep]) -> list[BuildStep]:
     for name in sorted(steps):
         visit(name, ())
     return order
+
+
+def select_application(recipes: dict[str, Recipe], app: str | None) -> dict[str, Recipe]:
+    """Every library recipe plus one application (the only one, or the one named)."""
+    apps = [r.name for r in recipes.values() if r.role == "application"]
+    if app is None:
+        if len(apps) != 1:
+            raise RecipeError(f"choose the application with --app: one of {', '.join(apps) or '(none)'}")
+        app = apps[0]
+    if app not in apps:
+        raise RecipeError(f"--app {app}: not an application recipe; applications: {', '.join(apps) or '(none)'}")
+    chosen = {n: r for n, r in recipes.items() if r.role == "library" or n == app}
+    check_steps(chosen)
+    return chosen
