@@ -51,6 +51,7 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
             jobs=jobs or os.cpu_count() or 1,
             progress=progress,
             echo=echo,
+            variables={k: v for k, v in environment.info().items() if isinstance(v, str)},
         )
         results = steps.build_all(all_steps(recipes), trees, gpu_targets, ctx)
     report = BuildReport(list(trees.values()), results, time.monotonic() - start)

@@ -63,6 +63,8 @@ class BuildContext:
     # Tools the environment provides, e.g. {"cmake": "cmake", "make": "make"}.
     tools: dict[str, str] = dataclasses.field(default_factory=lambda: {"cmake": "cmake", "make": "make"})
     echo: Callable[[str], None] = print
+    # Facts of the environment usable in recipes as {env:NAME}, e.g. {env:hip_clang_path}.
+    variables: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def step_key(step: BuildStep, tree: SourceTree, environment_id: str, target: str | None,
@@ -202,6 +204,7 @@ def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[s
             "source": str(tree.path), "build": str(build), "prefix": str(final),
             "jobs": str(ctx.jobs), "gpu_target": target or "",
             **{f"dep:{d}": str(r.prefix) for d, r in deps.items()},
+            **{f"env:{k}": v for k, v in ctx.variables.items()},
         }
         if target is None:
             del values["gpu_target"]

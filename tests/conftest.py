@@ -3,8 +3,13 @@ from pathlib import Path
 
 import pytest
 
+from builder.cache import default_cache_root
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MIRROR = REPO.parent / "shared" / "mirror"
+# Slow tests reuse the machine's real cache (root filesystem, sources, builds) when
+# it is there and fill it when not; read before any test changes the environment.
+SHARED_CACHE = default_cache_root()
 
 
 @pytest.fixture(autouse=True)

@@ -597,7 +597,9 @@ def test_safe_rmtree_does_not_delete_through_a_bind_mount(tmp_path):
 
 # -- the real Debian root (minutes the first time, then reused) ---------------------------------
 
-REAL_ENVS = Path.home() / ".cache" / "moshi-build" / "envs"
+from tests.conftest import SHARED_CACHE
+
+REAL_ENVS = SHARED_CACHE / "envs"
 
 
 @pytest.fixture(scope="module")

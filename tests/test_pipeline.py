@@ -1,0 +1,117 @@
+"""The real chain: Debian ROCm root, real sources, real builds (slow tier).
+
+CI cannot download moshi.cpp, so the test application (tests/fixtures/testapp)
+stands in for it; the same recipes build everything else for real.
+"""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from builder import pipeline, sources
+from builder.cache import Cache
+from builder.environments import DebianEnvironment
+from builder.errors import TargetError
+from builder.offload import fatbin_summary
+from builder.recipe import load_recipes, select_application
+from tests.conftest import SHARED_CACHE, SHARED_MIRROR
+
+TESTAPP = Path(__file__).parent / "fixtures" / "testapp" / "testapp.toml"
+IS_ROOT = os.geteuid() == 0
+
+
+def fetch_options():
+    mirrors = (SHARED_MIRROR,) if SHARED_MIRROR.is_dir() else ()
+    return sources.FetchOptions(cache=Cache(SHARED_CACHE), mirrors=mirrors, progress=False)
+
+
+@pytest.fixture(scope="module")
+def environment():
+    if not IS_ROOT:
+        pytest.skip("the Debian build environment needs root")
+    return DebianEnvironment(SHARED_CACHE / "envs")
+
+
+@pytest.fixture(scope="module")
+def built(environment):
+    recipes = select_application(load_recipes(extra=[TESTAPP]), "testapp")
+    report = pipeline.build(recipes, ["gfx1100"], environment, fetch_options(), progress=False)
+    return recipes, report
+
+
+def test_unknown_target_fails_before_anything_is_created(tmp_path):
+    recipes = select_application(load_recipes(extra=[TESTAPP]), "testapp")
+    env = DebianEnvironment(tmp_path / "envs")
+    opts = sources.FetchOptions(cache=Cache(tmp_path / "cache"), offline=True, progress=False)
+    start = time.monotonic()
+    with pytest.raises(TargetError, match="unknown gfx target 'gfx9999'; known targets: .*gfx1100"):
+        pipeline.build(recipes, ["gfx1100", "gfx9999"], env, opts, progress=False)
+    assert time.monotonic() - start < 5
+    assert not (tmp_path / "envs").exists() or not any((tmp_path / "envs").iterdir())
+    assert not (tmp_path / "cache" / "builds").exists()
+
+
+@pytest.mark.slow
+def test_unsupported_target_fails_fast_building_nothing(environment):
+    recipes = select_application(load_recipes(extra=[TESTAPP]), "testapp")
+    environment.ensure()  # created once (minutes on a fresh machine), then the check is instant
+    builds_before = set((SHARED_CACHE / "builds").glob("*"))
+    start = time.monotonic()
+    with pytest.raises(TargetError, match="gfx942: Debian's rocBLAS 6.4 ships no kernels for it; "
+                                          "targets this environment supports: .*gfx1100"):
+        pipeline.build(recipes, ["gfx942"], environment, fetch_options(), progress=False)
+    assert time.monotonic() - start < 5
+    assert set((SHARED_CACHE / "builds").glob("*")) == builds_before
+
+
+@pytest.mark.slow
+def test_full_build_then_cache_hit(built, environment):
+    recipes, report = built
+    labels = {r.label for r in report.results}
+    assert labels == {"sentencepiece", "ffmpeg", "ggml-core", "ggml-hip[gfx1100]", "testapp"}
+    for r in report.results:
+        print(f"{r.label}: {'cached' if r.cached else f'{r.seconds:.0f} s'}")
+
+    start = time.monotonic()
+    again = pipeline.build(recipes, ["gfx1100"], environment, fetch_options(), progress=False)
+    assert all(r.cached for r in again.results)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.slow
+def test_hip_backend_holds_only_its_targets_code(built):
+    _, report = built
+    hip = next(r for r in report.results if r.step == "ggml-hip")
+    summary = fatbin_summary(hip.prefix / "lib" / "libggml-hip.so")
+    assert summary is not None and summary.bundles > 0
+    assert set(summary.targets) == {"gfx1100"}
+
+
+@pytest.mark.slow
+def test_built_testapp_runs_against_the_built_libraries(built, environment, tmp_path):
+    """Put the tool beside its libraries like the wheel will, and run its checks in the root."""
+    _, report = built
+    prefixes = {r.step: r.prefix for r in report.results}
+    run_dir = SHARED_CACHE / "work" / f"testapp-run-{os.getpid()}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    (run_dir / "bin").mkdir(parents=True)
+    try:
+        bin_dir = run_dir / "bin"
+        for pattern, prefix in (("bin/*", "testapp"), ("lib/libggml*.so*", "ggml-core"),
+                                ("bin/libggml-*.so", "ggml-core"), ("lib/libggml-hip.so", "ggml-hip"),
+                                ("lib/lib*.so*", "ffmpeg")):
+            for f in prefixes[prefix].glob(pattern):
+                shutil.copy2(f, bin_dir / f.name, follow_symlinks=False)
+        with environment.session([SHARED_CACHE]) as session:
+            for check in (["devices"], ["matmul"], ["audio", str(run_dir / "audio")], ["sdl"]):
+                (run_dir / "audio").mkdir(exist_ok=True)
+                out = session.run([str(bin_dir / "moshi-testapp"), *check], cwd=run_dir)
+                print(out.stdout, out.stderr)
+                assert out.returncode == 0, out.stdout + out.stderr
+                assert "FAIL" not in out.stdout
+        assert (run_dir / "audio" / "sine.wav").exists()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
