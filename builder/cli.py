@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -199,7 +200,13 @@ def recipes_check(recipes, fetch_options):
         click.echo(f"{r.name} {r.version} [{r.source.kind}] patches: {len(r.patches)}; steps: {steps}")
 
 
+def _terminate(signum, frame):
+    # SIGTERM (a CI cancel, `kill`) unwinds like Ctrl-C: mounts undone, staging removed.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="moshi-build", standalone_mode=False)
     except FatalError as e:
