@@ -124,6 +124,29 @@ def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
                f"{report.seconds:.1f} s")
 
 
+@cli.command("all")
+@click.option("--gpu-targets", required=True, metavar="LIST",
+              help='gfx targets separated by ";" or ",", e.g. "gfx1100;gfx1030".')
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="Parallel jobs (default: all cores).")
+@click.option("--app", default=None, help="Application recipe to package (default: moshi.cpp).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("wheelhouse"),
+              show_default=True, help="Where the wheels go.")
+@click.option("--build-number", type=click.IntRange(0), default=0, show_default=True,
+              help="Our build number, appended to the application's release in the wheel version.")
+@env_options
+@source_options
+def all_cmd(gpu_targets, jobs, app, out_dir, build_number, environment, recipes, fetch_options):
+    """The whole chain: build, then one wheel per gfx target (also: moshi-build --gpu-targets ...)."""
+    targets_list = parse_gpu_targets(gpu_targets)
+    chosen = select_application(recipes, app)
+    report = pipeline.build(chosen, targets_list, environment, fetch_options, jobs=jobs,
+                            progress=fetch_options.progress, echo=click.echo)
+    wheels = pipeline.make_wheels(chosen, report, targets_list, environment, out_dir,
+                                  build_number=build_number, echo=click.echo)
+    for w in wheels:
+        click.echo(f"{w}  {w.stat().st_size / 1e6:.1f} MB")
+
+
 @cli.command("targets")
 @env_cache_option
 @env_options
@@ -207,6 +230,10 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `moshi-build --gpu-targets ...` with no subcommand runs the whole chain.
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+        argv.insert(0, "all")
     try:
         cli.main(args=argv, prog_name="moshi-build", standalone_mode=False)
     except FatalError as e:

@@ -60,3 +60,28 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
     tmp.write_text(json.dumps(report.to_json(), indent=2))
     os.replace(tmp, record)
     return report
+
+
+def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
+                environment: BuildEnvironment, out_dir: Path, build_number: int = 0,
+                echo=print) -> list[Path]:
+    """One repaired wheel per gfx target from the staged prefixes of a build."""
+    from builder import wheel  # heavy imports only when wheels are made
+
+    app = next(r for r in recipes.values() if r.role == "application")
+    trees = {t.component: t for t in report.trees}
+    components = [wheel.component_from_recipe(r, trees[r.name].path) for r in recipes.values()]
+    dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
+    runtime_root = Path(getattr(environment, "root", Path("/")))
+    paths = []
+    for target in gpu_targets:
+        prefixes = {r.step: r.prefix for r in report.results if r.target in (None, target)}
+        app_prefix = next(prefixes[s.step] for s in app.build)
+        tools = wheel.find_tools(app_prefix)
+        path = wheel.build_wheel(
+            target=target, prefixes=prefixes, tools=tools, runtime_root=runtime_root,
+            components=components, out_dir=out_dir, version=app.version,
+            build_number=build_number, dlopen=dlopen, echo=echo,
+        )
+        paths.append(path)
+    return paths

@@ -209,6 +209,7 @@ class ElfInfo:
     soname: str | None
     needed: tuple[str, ...]
     runpath: tuple[str, ...]       # DT_RUNPATH, else DT_RPATH
+    debug: bool = False            # has .debug_* / .zdebug_* sections
 
 
 def is_elf(path: Path) -> bool:
@@ -242,6 +243,7 @@ def read_elf(path: Path) -> ElfInfo | None:
                             runpath = tuple(x for x in tag.runpath.split(":") if x)
                     break
             e_type = elf["e_type"]
+            debug = any(sec.name.startswith((".debug_", ".zdebug_")) for sec in elf.iter_sections())
     except (ELFError, OSError, ValueError) as e:
         log.debug("not a readable ELF file: %s (%s)", path, e)
         return None
@@ -251,7 +253,7 @@ def read_elf(path: Path) -> ElfInfo | None:
         kind = "library"
     else:
         kind = "other"
-    return ElfInfo(path, kind, soname, tuple(needed), runpath or rpath)
+    return ElfInfo(path, kind, soname, tuple(needed), runpath or rpath, debug)
 
 
 # --------------------------------------------------------------------------- roots

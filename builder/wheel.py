@@ -38,6 +38,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -571,6 +572,9 @@ def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec, gp
         bad = [r for r in facts.runpath if not r.startswith("$ORIGIN")]
         if bad:
             problems.append(f"{member}: RUNPATH entries not relative to $ORIGIN: {':'.join(bad)}")
+    with_debug = sorted(m for m, facts in report.elf.items() if facts.debug)
+    if with_debug and spec.strip:
+        warnings.append(f"ELF files still carrying debug sections: {', '.join(with_debug)}")
     for soname, opener in payload.openers.items():
         member = libs_prefix + expected[opener.soname]
         if member not in report.elf:
@@ -622,6 +626,8 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
     log_path = out_dir / f"{norm}-{wheel_ver}.log"
     log_path.write_text("")
     echo(f"{distribution} {wheel_ver}: log {log_path}")
+    start = time.monotonic()
+    elapsed = lambda: f"[{time.monotonic() - start:.0f} s]"
 
     work = Path(tempfile.mkdtemp(prefix=f".{norm}-", dir=work_dir or out_dir))
     try:
@@ -673,7 +679,7 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
         env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "AUDITWHEEL_LD_LIBRARY_PATH")}
         env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PATH": ext.path_env,
                     "MOSHI_WHEEL_PAYLOAD": str(payload.root)})
-        echo("packing the payload with scikit-build-core")
+        echo(f"{elapsed()} packing the payload with scikit-build-core")
         _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
               "--wheel-dir", str(raw),
               "--config-settings", f"cmake.define.MOSHI_WHEEL_PAYLOAD={payload.root}",
@@ -690,24 +696,26 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
         hashes = {s: _sha8(lib.realpath) for s, lib in payload.closure.libraries.items()}
         repaired_dir = work / "repaired"
         repaired_dir.mkdir()
-        echo(f"auditwheel repair ({len(payload.closure.libraries)} libraries to graft)")
+        echo(f"{elapsed()} auditwheel repair ({len(payload.closure.libraries)} libraries to graft)")
+        # No --strip: it would run strip over files patchelf already rewrote (ours), which
+        # leaves a dynamic section the loader no longer reads (auditwheel issue 716). Our files
+        # are stripped before patching; grafted ones are checked for debug sections below.
         argv = [sys.executable, "-m", "auditwheel", "repair", "--ldpaths", os.pathsep.join(map(str, payload.ldpaths)),
                 "-L", spec.lib_sdir, "-w", str(repaired_dir)]
-        if spec.strip:
-            argv.append("--strip")
         _run(argv + [str(built[0])], log_path, "auditwheel repair", env=env, cwd=work)
         repaired = sorted(repaired_dir.glob("*.whl"))
         if len(repaired) != 1:
             raise BuildStepError(f"auditwheel wrote {len(repaired)} wheels, expected one; see {log_path}")
 
         # 5. check, then publish
+        echo(f"{elapsed()} checking {repaired[0].name}")
         report = inspect_wheel(repaired[0])
         for w in verify_repaired(report, payload, spec, target, hashes):
             echo(f"warning: {w}")
         final = out_dir / repaired[0].name
         os.replace(repaired[0], final)
-        echo(f"{final.name}: {report.size / 1e6:.1f} MB, {report.installed_size / 1e6:.1f} MB installed, "
-             f"tags {', '.join(report.tags)}")
+        echo(f"{elapsed()} {final.name}: {report.size / 1e6:.1f} MB, {report.installed_size / 1e6:.1f} MB "
+             f"installed, tags {', '.join(report.tags)}")
         return final
     finally:
         if keep_work:

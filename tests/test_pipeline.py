@@ -115,3 +115,40 @@ def test_built_testapp_runs_against_the_built_libraries(built, environment, tmp_
         assert (run_dir / "audio" / "sine.wav").exists()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+MOSHI_TOOLS = ("moshi-tts", "moshi-stt", "moshi-sts", "mimi-encode", "mimi-decode", "mimi-play",
+               "mimi-echo", "personaplex")
+
+
+@pytest.mark.slow
+def test_real_moshi_cpp_when_its_source_is_given(environment):
+    """Set MOSHI_BUILD_MOSHI_CPP_SOURCE=DIR (a checkout of the pinned commit) to run this."""
+    source = os.environ.get("MOSHI_BUILD_MOSHI_CPP_SOURCE")
+    if not source:
+        pytest.skip("MOSHI_BUILD_MOSHI_CPP_SOURCE is not set (moshi.cpp cannot be downloaded here)")
+    opts = fetch_options()
+    opts.overrides = sources.parse_overrides([f"moshi.cpp={source}"])
+    recipes = select_application(load_recipes(), "moshi.cpp")
+    report = pipeline.build(recipes, ["gfx1100"], environment, opts, progress=False)
+    prefixes = {r.step: r.prefix for r in report.results}
+    bin_dir = prefixes["moshi.cpp"] / "bin"
+    for tool in MOSHI_TOOLS:
+        assert (bin_dir / tool).is_file(), tool
+    assert (bin_dir / "moshi-config.json").is_file() and (bin_dir / "libmoshi.so").is_file()
+
+    run_dir = SHARED_CACHE / "work" / f"moshi-run-{os.getpid()}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(bin_dir, run_dir)
+    try:
+        for pattern, step in (("lib/libggml*.so*", "ggml-core"), ("bin/libggml-*.so", "ggml-core"),
+                              ("lib/libggml-hip.so", "ggml-hip"), ("lib/lib*.so*", "ffmpeg")):
+            for f in prefixes[step].glob(pattern):
+                shutil.copy2(f, run_dir / f.name, follow_symlinks=False)
+        with environment.session([SHARED_CACHE]) as session:
+            out = session.run([str(run_dir / "moshi-tts"), "-l"], cwd=Path("/"))
+        text = out.stdout + out.stderr
+        print(text)
+        assert "libggml-hip.so" in text and "CPU" in text
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
