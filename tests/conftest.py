@@ -1,9 +1,16 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from builder.cache import default_cache_root
+
+# A runner that starts the tests in the background (`cmd &` without job control)
+# hands them SIGINT ignored, and children inherit that; the Ctrl-C tests need the
+# ordinary behaviour, in this process and in the processes it starts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MIRROR = REPO.parent / "shared" / "mirror"
