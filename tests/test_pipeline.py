@@ -55,6 +55,7 @@ def test_unknown_target_fails_before_anything_is_created(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # may create the root filesystem first
 def test_unsupported_target_fails_fast_building_nothing(environment):
     recipes = select_application(load_recipes(extra=[TESTAPP]), "testapp")
     environment.ensure()  # created once (minutes on a fresh machine), then the check is instant
@@ -68,6 +69,7 @@ def test_unsupported_target_fails_fast_building_nothing(environment):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4800)  # on a fresh machine this includes the whole build
 def test_full_build_then_cache_hit(built, environment):
     recipes, report = built
     labels = {r.label for r in report.results}
@@ -82,6 +84,7 @@ def test_full_build_then_cache_hit(built, environment):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4800)  # on a fresh machine this includes the whole build
 def test_hip_backend_holds_only_its_targets_code(built):
     _, report = built
     hip = next(r for r in report.results if r.step == "ggml-hip")
@@ -91,6 +94,7 @@ def test_hip_backend_holds_only_its_targets_code(built):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4800)  # on a fresh machine this includes the whole build
 def test_built_testapp_runs_against_the_built_libraries(built, environment, tmp_path):
     """Put the tool beside its libraries like the wheel will, and run its checks in the root."""
     _, report = built
@@ -122,6 +126,7 @@ MOSHI_TOOLS = ("moshi-tts", "moshi-stt", "moshi-sts", "mimi-encode", "mimi-decod
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4800)  # on a fresh machine this includes the whole build
 def test_real_moshi_cpp_when_its_source_is_given(environment):
     """Set MOSHI_BUILD_MOSHI_CPP_SOURCE=DIR (a checkout of the pinned commit) to run this."""
     source = os.environ.get("MOSHI_BUILD_MOSHI_CPP_SOURCE")
@@ -201,6 +206,7 @@ def test_testapp_wheel_holds_one_targets_code(installed_testapp_wheel):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4800)
 @pytest.mark.parametrize("check", [["devices"], ["matmul"], ["tokenize", "{model}", "hello world"],
                                    ["audio", "{audio}"]])
 def test_testapp_checks_pass_from_the_installed_wheel(installed_testapp_wheel, check):
@@ -213,6 +219,7 @@ def test_testapp_checks_pass_from_the_installed_wheel(installed_testapp_wheel, c
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4800)
 @pytest.mark.xfail(strict=True, reason="known defect: Debian's SDL2, grafted with pulse/dbus/systemd, dlopens "
                                        "the system libdbus and crashes (SIGSEGV) in SDL_Init; needs our own "
                                        "audio-only SDL2 build")
