@@ -96,13 +96,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = body[: route.truncate_at]
         if route.stall_body_once and n == 0:
             half = len(body) // 2
+            hit.sent += half  # counted before writing: the client may finish before this thread resumes
             self.wfile.write(body[:half])
             self.wfile.flush()
-            hit.sent += half
             time.sleep(route.stall_body_once)
             body = body[half:]
-        self.wfile.write(body)
         hit.sent += len(body)
+        self.wfile.write(body)
 
     def _empty(self, hit: Hit, status: int, headers: dict | None = None):
         hit.status = status
