@@ -93,9 +93,10 @@ def env_options(func):
                   help="Let apt reject expired Release files while creating the Debian environment.")
     @functools.wraps(func)
     def wrapper(*, env_kind, check_valid_until, **kwargs):
-        cache_root = (kwargs.get("fetch_options").cache.root if kwargs.get("fetch_options")
-                      else Cache(kwargs.pop("env_cache_dir", None)).root)
-        environment = get_environment(env_kind, Cache(cache_root).envs, check_valid_until=check_valid_until)
+        # Commands with source options carry --cache-dir as cache_dir (passed on to them);
+        # the env commands have only their own --cache-dir.
+        cache_dir = kwargs.pop("env_cache_dir", None) or kwargs.get("cache_dir")
+        environment = get_environment(env_kind, Cache(cache_dir).envs, check_valid_until=check_valid_until)
         return func(environment=environment, **kwargs)
 
     return wrapper

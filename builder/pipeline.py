@@ -47,7 +47,7 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
             cache=cache,
             session=session,
             environment_id=environment.identity(),
-            base_env=session.base_env() if hasattr(session, "base_env") else dict(os.environ),
+            base_env=session.base_env(),
             jobs=jobs or os.cpu_count() or 1,
             progress=progress,
             echo=echo,

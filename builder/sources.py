@@ -233,7 +233,6 @@ def fetch_source(recipe: Recipe, opts: FetchOptions) -> SourceTree:
     override = opts.overrides.get(recipe.name)
     subdirectory = source.subdirectory
     verified = True
-    populate: callable
 
     if isinstance(source, LocalSource) and override is None:
         override = source.path

@@ -20,21 +20,18 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 from tqdm import tqdm
 
 from builder.cache import Cache, disk_full_as_error, staging_dir
+from builder.environments.base import EnvSession
 from builder.errors import BuildStepError, RecipeError
 from builder.recipe import BuildStep, topological_steps
 from builder.sources import SourceTree
 
 LOG_TAIL_LINES = 30
 NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
-
-
-class Session(Protocol):
-    def wrap(self, argv: list[str], cwd: Path, env: dict[str, str]) -> list[str]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +52,7 @@ class StepResult:
 @dataclasses.dataclass
 class BuildContext:
     cache: Cache
-    session: Session
+    session: EnvSession
     environment_id: str
     base_env: dict[str, str]
     jobs: int = os.cpu_count() or 1

@@ -101,3 +101,20 @@ def test_bad_source_override_exits_2(project, capsys):
 
 def test_project_recipes_check():
     assert run(["recipes", "check"]) == 0
+
+
+def test_build_uses_the_same_cache_dir_for_its_environment(project, tmp_path, monkeypatch, capsys):
+    """--cache-dir moves the environment too, not only sources and builds."""
+    import builder.cli as cli_module
+
+    seen = []
+
+    def fake_get_environment(kind, envs_dir, **kw):
+        seen.append(envs_dir)
+        raise SystemExit(0)  # stop before anything is created
+
+    monkeypatch.setattr(cli_module, "get_environment", fake_get_environment)
+    _, _, common = project
+    run(["build", "--gpu-targets", "gfx1100", *common])
+    run(["env", "info", "--cache-dir", str(tmp_path / "other")])
+    assert seen == [tmp_path / "cache" / "envs", tmp_path / "other" / "envs"]

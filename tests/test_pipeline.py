@@ -28,6 +28,17 @@ def fetch_options():
     return sources.FetchOptions(cache=Cache(SHARED_CACHE), mirrors=mirrors, progress=False)
 
 
+RUNTIME_FILES = (("lib/libggml*.so*", "ggml-core"), ("bin/libggml-*.so", "ggml-core"),
+                 ("lib/libggml-hip.so", "ggml-hip"), ("lib/lib*.so*", "ffmpeg"))
+
+
+def put_runtime_beside(directory: Path, prefixes: dict[str, Path], extra=()) -> None:
+    """Copy ggml (core, CPU variants, HIP) and FFmpeg next to a tool, as its $ORIGIN RUNPATH expects."""
+    for pattern, step in (*extra, *RUNTIME_FILES):
+        for f in prefixes[step].glob(pattern):
+            shutil.copy2(f, directory / f.name, follow_symlinks=False)
+
+
 @pytest.fixture(scope="module")
 def environment():
     if not IS_ROOT:
@@ -104,11 +115,7 @@ def test_built_testapp_runs_against_the_built_libraries(built, environment, tmp_
     (run_dir / "bin").mkdir(parents=True)
     try:
         bin_dir = run_dir / "bin"
-        for pattern, prefix in (("bin/*", "testapp"), ("lib/libggml*.so*", "ggml-core"),
-                                ("bin/libggml-*.so", "ggml-core"), ("lib/libggml-hip.so", "ggml-hip"),
-                                ("lib/lib*.so*", "ffmpeg")):
-            for f in prefixes[prefix].glob(pattern):
-                shutil.copy2(f, bin_dir / f.name, follow_symlinks=False)
+        put_runtime_beside(bin_dir, prefixes, (("bin/*", "testapp"),))
         with environment.session([SHARED_CACHE]) as session:
             for check in (["devices"], ["matmul"], ["audio", str(run_dir / "audio")], ["sdl"]):
                 (run_dir / "audio").mkdir(exist_ok=True)
@@ -146,10 +153,7 @@ def test_real_moshi_cpp_when_its_source_is_given(environment):
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(bin_dir, run_dir)
     try:
-        for pattern, step in (("lib/libggml*.so*", "ggml-core"), ("bin/libggml-*.so", "ggml-core"),
-                              ("lib/libggml-hip.so", "ggml-hip"), ("lib/lib*.so*", "ffmpeg")):
-            for f in prefixes[step].glob(pattern):
-                shutil.copy2(f, run_dir / f.name, follow_symlinks=False)
+        put_runtime_beside(run_dir, prefixes)
         with environment.session([SHARED_CACHE]) as session:
             out = session.run([str(run_dir / "moshi-tts"), "-l"], cwd=Path("/"))
         text = out.stdout + out.stderr

@@ -13,6 +13,7 @@ import pytest
 
 from builder import sources, steps
 from builder.cache import Cache
+from builder.environments import HostSession
 from builder.errors import BuildStepError, RecipeError
 from builder.recipe import all_steps, parse_recipe
 
@@ -20,11 +21,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "steps"
 CMAKE = shutil.which("cmake")
 pytestmark = pytest.mark.skipif(not CMAKE or not shutil.which("ninja") or not shutil.which("cc"),
                                 reason="needs cmake, ninja and a C compiler (installed by the set-up command)")
-
-
-class HostSession:
-    def wrap(self, argv, cwd, env):
-        return argv
 
 
 def recipe(tmp_path, name, fixture, build):
@@ -57,8 +53,9 @@ def run(tmp_path, recipes, targets, **kw):
     cache = Cache(tmp_path / "cache")
     opts = sources.FetchOptions(cache=cache, progress=False)
     trees = {r.name: sources.fetch_source(r, opts) for r in recipes.values()}
-    ctx = steps.BuildContext(cache=cache, session=HostSession(), environment_id="host-test",
-                             base_env=dict(os.environ), jobs=2, progress=False, echo=lambda s: None, **kw)
+    session = HostSession(None)  # the real host session: only its command wrapping is used
+    ctx = steps.BuildContext(cache=cache, session=session, environment_id="host-test",
+                             base_env=session.base_env(), jobs=2, progress=False, echo=lambda s: None, **kw)
     return {(r.step, r.target): r for r in steps.build_all(all_steps(recipes), trees, targets, ctx)}
 
 
