@@ -14,7 +14,7 @@ from builder import __version__
 from builder.cache import Cache
 from builder.errors import ConfigurationError, FatalError, InterruptedByUser
 from builder.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application
-from builder import pipeline, sources
+from builder import pipeline, sizes, sources
 from builder.environments import get_environment
 from builder.targets import parse_gpu_targets, targets_table
 
@@ -134,9 +134,10 @@ def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
               show_default=True, help="Where the wheels go.")
 @click.option("--build-number", type=click.IntRange(0), default=0, show_default=True,
               help="Our build number, appended to the application's release in the wheel version.")
+@click.option("--size-report", is_flag=True, help="List what takes the room in each wheel.")
 @env_options
 @source_options
-def all_cmd(gpu_targets, jobs, app, out_dir, build_number, environment, recipes, fetch_options):
+def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, environment, recipes, fetch_options):
     """The whole chain: build, then one wheel per gfx target (also: moshi-build --gpu-targets ...)."""
     targets_list = parse_gpu_targets(gpu_targets)
     chosen = select_application(recipes, app)
@@ -146,6 +147,18 @@ def all_cmd(gpu_targets, jobs, app, out_dir, build_number, environment, recipes,
                                   build_number=build_number, echo=click.echo)
     for w in wheels:
         click.echo(f"{w}  {w.stat().st_size / 1e6:.1f} MB")
+    if size_report:
+        for w in wheels:
+            click.echo(sizes.format_report(sizes.read_sizes(w)))
+
+
+@cli.command("size-report")
+@click.argument("wheels", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest files.")
+def size_report_cmd(wheels, top):
+    """List what takes the room in built wheels (compressed and installed)."""
+    for w in wheels:
+        click.echo(sizes.format_report(sizes.read_sizes(w), top=top))
 
 
 @cli.command("targets")

@@ -40,6 +40,10 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
     environment.ensure()
     # Reject bad targets before any download or build.
     targets.check_targets(gpu_targets, environment)
+    env_root = getattr(environment, "root", None)
+    if env_root is not None and Path(env_root) not in fetch_options.apt_roots:
+        # The build root's apt sources name the archive its packages came from.
+        fetch_options = dataclasses.replace(fetch_options, apt_roots=(*fetch_options.apt_roots, Path(env_root)))
     trees = {t.component: t for t in sources.fetch_all(list(recipes.values()), fetch_options)}
     cache = fetch_options.cache
     with environment.session([cache.root]) as session:

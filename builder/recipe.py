@@ -45,6 +45,20 @@ class PypiSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class DebianSource:
+    """A file of a Debian source package (e.g. its .orig.tar of the upstream release),
+    found in the archives apt is configured with (builder/debian_archive.py)."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    component: str = "main"
+    subdirectory: str | None = None
+    kind: Literal["debian"] = "debian"
+
+
+@dataclasses.dataclass(frozen=True)
 class GitSource:
     url: str
     commit: str
@@ -66,7 +80,7 @@ class LocalSource:
     kind: Literal["local"] = "local"
 
 
-Source = Union[ArchiveSource, PypiSource, GitSource, LocalSource]
+Source = Union[ArchiveSource, PypiSource, DebianSource, GitSource, LocalSource]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +191,9 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
         source = PypiSource(
             src["package"], src["version"], src["filename"], src["sha256"], src.get("subdirectory")
         )
+    elif kind == "debian":
+        source = DebianSource(src["package"], src["version"], src["filename"], src["sha256"],
+                              src.get("component", "main"), src.get("subdirectory"))
     elif kind == "git":
         source = GitSource(src["url"], src["commit"], src.get("subdirectory"))
     else:

@@ -23,8 +23,8 @@ from builder.download import download, sha256_file
 from builder.errors import ChecksumMismatchError, ConfigurationError, DownloadError, OfflineError
 from builder.extract import extract_archive, source_root
 from builder.patching import apply_patches
-from builder import pypi
-from builder.recipe import ArchiveSource, GitSource, LocalSource, PypiSource, Recipe
+from builder import debian_archive, pypi
+from builder.recipe import ArchiveSource, DebianSource, GitSource, LocalSource, PypiSource, Recipe
 
 MIRROR_ENV = "MOSHI_BUILD_MIRROR"
 OFFLINE_ENV = "MOSHI_BUILD_OFFLINE"
@@ -37,6 +37,9 @@ class FetchOptions:
     overrides: dict[str, Path] = dataclasses.field(default_factory=dict)
     offline: bool = False
     progress: bool = True
+    # Root filesystems whose apt sources name Debian archives (debian source kind):
+    # this machine, and the build root once it exists.
+    apt_roots: tuple[Path, ...] = (Path("/"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +112,7 @@ def _copy_into_cache(src: Path, dest: Path) -> None:
         raise
 
 
-def fetch_file(source: ArchiveSource | PypiSource, component: str, opts: FetchOptions) -> tuple[Path, str]:
+def fetch_file(source: ArchiveSource | PypiSource | DebianSource, component: str, opts: FetchOptions) -> tuple[Path, str]:
     """Return (verified file in the cache, where it came from)."""
     cached = opts.cache.download_path(source.sha256, source.filename)
     if cached.exists():
@@ -145,12 +148,37 @@ def fetch_file(source: ArchiveSource | PypiSource, component: str, opts: FetchOp
                 f"{component}: the index serves {source.filename} with sha256 {advertised}, but the recipe "
                 f"pins {source.sha256}; the release was replaced upstream or the index is wrong"
             )
+    elif isinstance(source, DebianSource):
+        return _fetch_from_debian_archives(source, component, cached, opts)
     else:
         url, session = source.url, None
     with disk_full_as_error(cached.parent):
         download(url, cached, sha256=source.sha256, progress=opts.progress,
                  description=source.filename, session=session)
     return cached, url
+
+
+def _fetch_from_debian_archives(source: DebianSource, component: str, cached: Path,
+                                opts: FetchOptions) -> tuple[Path, str]:
+    urls = debian_archive.candidate_urls(source.package, source.filename, source.component, opts.apt_roots)
+    if not urls:
+        raise DownloadError(
+            f"{component}: {source.filename} comes from Debian's archive, but no apt sources were found "
+            f"under {', '.join(map(str, opts.apt_roots))}; add a --mirror holding the file"
+        )
+    failures = []
+    for url in urls:
+        try:
+            with disk_full_as_error(cached.parent):
+                download(url, cached, sha256=source.sha256, progress=opts.progress,
+                         description=source.filename)
+            return cached, url
+        except DownloadError as e:  # not in this archive (another distribution, an old version): next one
+            failures.append(f"{url}: {e.message}")
+    raise DownloadError(
+        f"{component}: {source.filename} (Debian {source.package} {source.version}) is in none of the "
+        f"archives apt is configured with ({'; '.join(failures)}); add a --mirror holding the file"
+    )
 
 
 def _git(*args: str, cwd: Path | None = None, capture: bool = False) -> subprocess.CompletedProcess:

@@ -55,3 +55,15 @@ def file_server(tmp_path):
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def clean_root():
+    """A root filesystem with Python and nothing else (builder/environments/clean.py), made once."""
+    if os.geteuid() != 0:
+        pytest.skip("the clean root filesystem needs root (mmdebstrap, chroot)")
+    from builder.environments.clean import CleanRoot
+
+    root = CleanRoot(SHARED_CACHE / "envs")
+    root.ensure()
+    return root

@@ -177,22 +177,29 @@ def train_tiny_tokenizer(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed_testapp_wheel(built, environment, tmp_path_factory):
-    """The test application's gfx1100 wheel, made by the pipeline and installed into a venv in a root."""
-    from tests.test_wheel import _venv_install
-
+def testapp_wheel(built, environment, tmp_path_factory):
+    """The test application's gfx1100 wheel, made by the pipeline."""
     recipes, report = built
     tmp = tmp_path_factory.mktemp("testapp-wheel")
     (path,) = pipeline.make_wheels(recipes, report, ["gfx1100"], environment, tmp / "wheelhouse", echo=print)
     print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
-    root = environment.root
-    bindir, run = _venv_install(path, root, tmp)
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed_testapp_wheel(testapp_wheel, clean_root, tmp_path_factory):
+    """That wheel installed with pip into a fresh venv of the clean root (no ROCm, compiler, FFmpeg, SDL2)."""
+    venv = clean_root.install([testapp_wheel], "testapp-gfx1100")
+    tmp = tmp_path_factory.mktemp("testapp-data")
     inner = Path("/tmp") / f"moshi-wheel-test-{os.getpid()}"
+    data = clean_root.host_path(inner)
+    data.mkdir(parents=True, exist_ok=True)
     train_tiny_tokenizer(tmp)
-    shutil.copy(tmp / "tiny.model", root / inner.relative_to("/") / "tiny.model")
-    (root / inner.relative_to("/") / "audio").mkdir()
-    yield path, bindir, run, inner
-    shutil.rmtree(root / inner.relative_to("/"), ignore_errors=True)
+    shutil.copy(tmp / "tiny.model", data / "tiny.model")
+    (data / "audio").mkdir(exist_ok=True)
+    yield testapp_wheel, venv.bindir, venv.run, inner, venv
+    shutil.rmtree(data, ignore_errors=True)
+    venv.remove()
 
 
 @pytest.mark.slow
@@ -214,7 +221,7 @@ def test_testapp_wheel_holds_one_targets_code(installed_testapp_wheel):
 @pytest.mark.parametrize("check", [["devices"], ["matmul"], ["tokenize", "{model}", "hello world"],
                                    ["audio", "{audio}"]])
 def test_testapp_checks_pass_from_the_installed_wheel(installed_testapp_wheel, check):
-    _, bindir, run, inner = installed_testapp_wheel
+    _, bindir, run, inner, _ = installed_testapp_wheel
     argv = [a.format(model=inner / "tiny.model", audio=inner / "audio") for a in check]
     # From /, not from the package: ggml must find its backends beside the tool, not in the cwd.
     r = run([bindir / "moshi-testapp", *argv], cwd="/")
@@ -224,10 +231,86 @@ def test_testapp_checks_pass_from_the_installed_wheel(installed_testapp_wheel, c
 
 @pytest.mark.slow
 @pytest.mark.timeout(4800)
-@pytest.mark.xfail(strict=True, reason="known defect: Debian's SDL2, grafted with pulse/dbus/systemd, dlopens "
-                                       "the system libdbus and crashes (SIGSEGV) in SDL_Init; needs our own "
-                                       "audio-only SDL2 build")
 def test_testapp_sdl_check_from_the_installed_wheel(installed_testapp_wheel):
-    _, bindir, run, _ = installed_testapp_wheel
+    """Our audio-only SDL2 (recipes/sdl2.toml); Debian's, grafted with D-Bus, crashed in SDL_Init here."""
+    _, bindir, run, _, _ = installed_testapp_wheel
     r = run([bindir / "moshi-testapp", "sdl"], env={"SDL_AUDIODRIVER": "dummy"}, cwd="/")
     assert r.returncode == 0 and "PASS sdl" in r.stdout, r.stdout + r.stderr
+
+
+# Runs inside the clean root with the venv's Python: every ELF file of the installed
+# package through ldd; prints JSON {file: [[soname, resolved path or null], ...]}.
+LDD_SCRIPT = r"""
+import json, os, subprocess, sys
+out = {}
+for top in sys.argv[1:]:
+    for d, _, files in os.walk(top):
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb") as fh:
+                if fh.read(4) != b"\x7fELF":
+                    continue
+            r = subprocess.run(["ldd", p], capture_output=True, text=True)
+            deps = []
+            for line in r.stdout.splitlines():
+                line = line.strip()
+                if "=>" in line:
+                    name, _, rest = line.partition("=>")
+                    rest = rest.strip()
+                    deps.append([name.strip(), None if rest.startswith("not found") else rest.split(" (")[0]])
+            out[p] = deps
+print(json.dumps(out))
+"""
+
+
+def manylinux_allowed_libraries(tag: str) -> set[str]:
+    """auditwheel's own allow-list (lib_whitelist) for a manylinux tag such as manylinux_2_39_x86_64."""
+    import importlib.resources
+    import json
+
+    policy = tag.split("_x86_64")[0].split("_aarch64")[0]
+    data = json.loads(importlib.resources.files("auditwheel.policy").joinpath("manylinux-policy.json").read_text())
+    entry = next(p for p in data if p["name"] == policy or policy in p.get("aliases", []))
+    return set(entry["lib_whitelist"])
+
+
+def ldd_outside_package(venv, wheel_path: Path) -> tuple[dict, list]:
+    """(ldd report, [(file, soname, resolved)] resolved outside the package and not allowed by manylinux)."""
+    import json
+
+    from packaging.utils import parse_wheel_filename
+
+    site = venv.site_packages()
+    tops = [str(p) for p in (site / "moshi_rocm", *(Path("/") / q.relative_to(venv.clean_root.root)
+                                                      for q in venv.host_path(site).glob("*.libs")))]
+    r = venv.run(["python", "-c", LDD_SCRIPT, *tops], timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    tag = next(iter(parse_wheel_filename(wheel_path.name)[3])).platform
+    allowed = manylinux_allowed_libraries(tag)
+    bad = [(f, name, path) for f, deps in report.items() for name, path in deps
+           if path is None or (not path.startswith(str(site) + "/") and name not in allowed)]
+    return report, bad
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_installed_testapp_wheel_needs_nothing_outside_but_manylinux(installed_testapp_wheel):
+    path, _, run, _, venv = installed_testapp_wheel
+    report, bad = ldd_outside_package(venv, path)
+    print(f"{len(report)} ELF files checked with ldd in the clean root")
+    assert len(report) > 20
+    assert not bad, bad[:20]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_clean_root_has_python_and_nothing_of_ours(clean_root):
+    r = clean_root.run(["sh", "-c", "command -v python3; for t in cc gcc g++ clang hipcc ffmpeg; do "
+                                    "command -v $t && echo FOUND $t; done; ls /usr/lib/x86_64-linux-gnu"])
+    assert r.returncode == 0, r.stderr
+    assert "/usr/bin/python3" in r.stdout and "FOUND" not in r.stdout
+    for lib in ("libamdhip64", "librocblas", "libavcodec", "libSDL2", "libX11"):
+        assert lib not in r.stdout, lib

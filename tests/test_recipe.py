@@ -6,7 +6,7 @@ import pytest
 
 from builder.errors import RecipeError
 from builder.recipe import (
-    ArchiveSource, GitSource, PypiSource, load_recipe, load_recipes, topological_steps, all_steps,
+    ArchiveSource, DebianSource, GitSource, PypiSource, load_recipe, load_recipes, topological_steps, all_steps,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,8 +38,13 @@ def write(tmp_path: Path, name: str = "demo", sha: str = "a" * 64, extra: str = 
 
 def test_project_recipes_load_into_typed_objects():
     recipes = load_recipes()
-    assert set(recipes) == {"sentencepiece", "ffmpeg", "ggml", "moshi.cpp"}
+    assert set(recipes) == {"sentencepiece", "ffmpeg", "ggml", "sdl2", "moshi.cpp"}
     assert isinstance(recipes["ffmpeg"].source, ArchiveSource)
+    assert isinstance(recipes["sdl2"].source, DebianSource) and recipes["sdl2"].source.package == "libsdl2"
+    # Audio only, no D-Bus: the grafted distribution SDL2 crashed in SDL_Init.
+    sdl_opts = all_steps(recipes)["sdl2"].options
+    assert "-DSDL_VIDEO=OFF" in sdl_opts and "-DSDL_DBUS=OFF" in sdl_opts
+    assert "sdl2" in all_steps(recipes)["moshi.cpp"].depends
     assert isinstance(recipes["sentencepiece"].source, PypiSource)
     assert isinstance(recipes["ggml"].source, PypiSource)
     assert isinstance(recipes["moshi.cpp"].source, GitSource)
