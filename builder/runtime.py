@@ -84,6 +84,7 @@ class RuntimeSpec:
     data_dirs: tuple[DataDirRule, ...]
     debian_licenses: tuple[tuple[str, str], ...]
     path: Path | None = None
+    trim_device_code: bool = False
 
     def distribution_for(self, gpu_target: str) -> str:
         return self.distribution.format(gpu_target=gpu_target, package=self.package)
@@ -120,7 +121,7 @@ _SCHEMA = {
                 "distribution": _STR, "package": {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$"},
                 "summary": _STR, "keywords": _STRS, "version_format": _STR,
                 "bin_dir": _STR, "lib_sdir": {"type": "string", "pattern": "^\\.[A-Za-z0-9_.-]+$"},
-                "strip": {"type": "boolean"},
+                "strip": {"type": "boolean"}, "trim_device_code": {"type": "boolean"},
             },
         },
         "payload": {
@@ -166,6 +167,7 @@ def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
         bin_dir=w["bin_dir"],
         lib_sdir=w.get("lib_sdir", ".libs"),
         strip=w.get("strip", True),
+        trim_device_code=w.get("trim_device_code", False),
         libraries=tuple(p.get("libraries", ())),
         data=tuple(p.get("data", ())),
         device_flags=tuple(l.get("device_flags", ())),

@@ -64,11 +64,21 @@ class BuildContext:
     variables: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+# Where the cache appears in what the compilers write (__FILE__ in asserts, debug info)
+# and where autotools steps are configured to live (configure lines get embedded, e.g.
+# FFmpeg's avutil_configuration()): a fixed path, so no path of the build machine ends up
+# in a wheel and the output does not depend on the cache's location.
+NEUTRAL_ROOT = "/moshi-build"
+# Bump when the flags or the layout below change: every step key changes with it.
+BUILD_RECIPE_VERSION = 2
+
+
 def step_key(step: BuildStep, tree: SourceTree, environment_id: str, target: str | None,
              dep_keys: list[str]) -> str:
     definition = dataclasses.asdict(step)
     payload = json.dumps(
-        {"step": definition, "tree": tree.key, "env": environment_id, "target": target, "deps": sorted(dep_keys)},
+        {"step": definition, "tree": tree.key, "env": environment_id, "target": target, "deps": sorted(dep_keys),
+         "builder": BUILD_RECIPE_VERSION},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -90,6 +100,18 @@ def expand(text: str, values: dict[str, str], where: str) -> str:
     return _PLACEHOLDER.sub(sub, text)
 
 
+def path_map_flags(cache_root: Path) -> dict[str, str]:
+    """Compiler flags (through the environment: CMake and configure scripts read them)
+    that write NEUTRAL_ROOT instead of the cache's real path into objects."""
+    flag = f"-ffile-prefix-map={os.path.abspath(cache_root)}={NEUTRAL_ROOT}"
+    return {var: flag for var in ("CFLAGS", "CXXFLAGS", "HIPFLAGS")}
+
+
+def neutral_prefix(cache_root: Path, prefix: Path) -> Path:
+    """The install prefix an autotools step is configured with: prefix under NEUTRAL_ROOT."""
+    return Path(NEUTRAL_ROOT) / Path(os.path.abspath(prefix)).relative_to(os.path.abspath(cache_root))
+
+
 def _commands(step: BuildStep, source: Path, build: Path, prefix: Path, stage: Path,
               values: dict[str, str], ctx: BuildContext) -> list[tuple[str, list[str], dict[str, str]]]:
     opts = [expand(o, values, f"step {step.step}") for o in step.options]
@@ -108,7 +130,7 @@ def _commands(step: BuildStep, source: Path, build: Path, prefix: Path, stage: P
     else:
         make = ctx.tools["make"]
         cmds = [
-            ("configure", [str(source / "configure"), f"--prefix={prefix}", *opts], {}),
+            ("configure", [str(source / "configure"), f"--prefix={neutral_prefix(ctx.cache.root, prefix)}", *opts], {}),
             ("build", [make, f"-j{jobs}", *step.build_targets], {}),
         ]
         if step.install == "rules":
@@ -180,6 +202,16 @@ def _collect(step: BuildStep, build: Path, dest_prefix: Path) -> None:
                 shutil.copy2(src, into / src.name, follow_symlinks=False)
 
 
+def _relocate_text_files(stage: Path, old: str, new: str) -> None:
+    """pkg-config and libtool files name their prefix; point them at the real one."""
+    for pattern in ("**/*.pc", "**/*.la"):
+        for f in stage.glob(pattern):
+            if f.is_file() and not f.is_symlink():
+                text = f.read_text(errors="surrogateescape")
+                if old in text:
+                    f.write_text(text.replace(old, new), errors="surrogateescape")
+
+
 def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[str, StepResult],
              ctx: BuildContext) -> StepResult:
     key = step_key(step, tree, ctx.environment_id, target, [d.key for d in deps.values()])
@@ -205,17 +237,20 @@ def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[s
         }
         if target is None:
             del values["gpu_target"]
-        env = dict(ctx.base_env)
+        env = {**ctx.base_env, **path_map_flags(ctx.cache.root)}
         env.update({k: expand(v, values, f"step {step.step}") for k, v in step.env})
         env.setdefault("NINJA_STATUS", "[%f/%t] ")
         for phase, argv, extra_env in _commands(step, tree.path, build, final, stage, values, ctx):
             _run_logged(label, phase, argv, build, {**env, **extra_env}, log, ctx)
-        # DESTDIR installs land under stage/<final path>; lift them to stage/.
-        staged_prefix = stage / final.relative_to(final.anchor)
+        # DESTDIR installs land under stage/<configured prefix>; lift them to stage/.
+        configured = neutral_prefix(ctx.cache.root, final) if step.system == "autotools" else final
+        staged_prefix = stage / configured.relative_to(configured.anchor)
         if staged_prefix.exists():
             for child in staged_prefix.iterdir():
                 os.replace(child, stage / child.name)
-            shutil.rmtree(stage / final.relative_to(final.anchor).parts[0])
+            shutil.rmtree(stage / configured.relative_to(configured.anchor).parts[0])
+            if configured != final:
+                _relocate_text_files(stage, str(configured), str(final))
         if step.install == "collect":
             _collect(step, build, stage)
         (stage / ".moshi-build-step.json").write_text(json.dumps(

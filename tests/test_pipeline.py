@@ -84,7 +84,7 @@ def test_unsupported_target_fails_fast_building_nothing(environment):
 def test_full_build_then_cache_hit(built, environment):
     recipes, report = built
     labels = {r.label for r in report.results}
-    assert labels == {"sentencepiece", "ffmpeg", "ggml-core", "ggml-hip[gfx1100]", "testapp"}
+    assert labels == {"sentencepiece", "ffmpeg", "sdl2", "ggml-core", "ggml-hip[gfx1100]", "testapp"}
     for r in report.results:
         print(f"{r.label}: {'cached' if r.cached else f'{r.seconds:.0f} s'}")
 
@@ -200,6 +200,22 @@ def installed_testapp_wheel(testapp_wheel, clean_root, tmp_path_factory):
     yield testapp_wheel, venv.bindir, venv.run, inner, venv
     shutil.rmtree(data, ignore_errors=True)
     venv.remove()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_testapp_wheel_passes_verify(testapp_wheel, built, environment):
+    """make_wheels() verified the wheel already (it raises otherwise); here every check is read back."""
+    from builder import verify
+
+    recipes, report = built
+    dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
+    result = verify.verify_wheel(testapp_wheel, dlopen=dlopen,
+                                 build_paths=verify.build_dirs_of(report, environment.root))
+    print("\n".join(result.lines()), f"\n{result.seconds:.1f} s")
+    assert result.ok, "\n".join(c.line for c in result.failures)
+    assert [c.name for c in result.checks] == ["runtime-info", "elf-closure", "rpath", "gpu-code", "kernels",
+                                               "build-paths", "licenses", "manylinux"]
 
 
 @pytest.mark.slow
