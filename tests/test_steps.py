@@ -147,3 +147,21 @@ run(Path({str(tmp_path)!r}), project(Path({str(tmp_path)!r}), message="slow"), [
     assert proc.wait(timeout=60) != 0
     assert not any(p.name.startswith("note-") for p in builds.iterdir())
     assert not any(p.name.startswith(".note") for p in builds.iterdir())
+
+
+def test_no_path_of_the_cache_in_what_is_built(tmp_path):
+    """__FILE__ and configure lines name the neutral root, never the cache's real path;
+    pkg-config files still point at the real prefix."""
+    results = run(tmp_path, project(tmp_path), [])
+    cache_root = str((tmp_path / "cache").resolve()).encode()
+    greet = results[("greet", None)].prefix
+    lib = next((greet / "lib").glob("libgreet.so*"))
+    data = lib.read_bytes()
+    assert cache_root not in data
+    assert f"{steps.NEUTRAL_ROOT}/sources/".encode() in data  # greet.c's __FILE__, mapped
+    note = results[("note", None)].prefix
+    configuration = (note / "share" / "configuration.txt").read_text()
+    assert str(tmp_path) not in configuration
+    assert f"--prefix={steps.NEUTRAL_ROOT}/builds/{note.name}" in configuration
+    assert (note / "lib" / "pkgconfig" / "note.pc").read_text().startswith(f"prefix={note}\n")
+    assert (note / "share" / "message.txt").read_text() == "configured\n"
