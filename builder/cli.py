@@ -161,6 +161,37 @@ def size_report_cmd(wheels, top):
         click.echo(sizes.format_report(sizes.read_sizes(w), top=top))
 
 
+@cli.command("verify")
+@click.argument("wheels", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (for CI) instead of lines.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MOSHI_BUILD_CACHE_DIR",
+              help="The build's cache root: no file may mention it (default: the user's cache directory).")
+@click.option("--build-path", "build_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Another directory of the build machine no file may mention (repeatable).")
+@click.option("--recipes-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=DEFAULT_RECIPES_DIR, show_default=False, help="Recipes naming the libraries opened with dlopen.")
+def verify_cmd(wheels, as_json, cache_dir, build_paths, recipes_dir):
+    """Check built wheels without installing them (one line per check; exit 1 on any failure)."""
+    import json
+
+    from builder import verify
+
+    dlopen = sorted({lib for r in load_recipes(recipes_dir).values() for lib in r.dlopen})
+    dirs = verify.default_build_paths(cache_dir) + list(build_paths)
+    reports = []
+    for path in wheels:
+        report = verify.verify_wheel(path, dlopen=dlopen, build_paths=dirs)
+        reports.append(report)
+        if not as_json:
+            click.echo(f"{path.name} ({report.gpu_target or 'unknown target'}, {report.seconds:.1f} s)")
+            for line in report.lines():
+                click.echo(f"  {line}")
+    if as_json:
+        click.echo(json.dumps({"ok": all(r.ok for r in reports), "wheels": [r.to_json() for r in reports]}, indent=2))
+    if not all(r.ok for r in reports):
+        sys.exit(1)  # click returns an Exit code instead of raising it when not standalone
+
+
 @cli.command("targets")
 @env_cache_option
 @env_options

@@ -87,6 +87,12 @@ class DiskFullError(FatalError):
     return_code = 12
 
 
+class WheelVerificationError(FatalError):
+    """A built wheel fails `moshi-build verify` (missing library, foreign kernels, build paths...)."""
+
+    return_code = 13
+
+
 class InterruptedByUser(FatalError):
     """Ctrl-C: work in progress was discarded, caches were left consistent."""
 

@@ -87,5 +87,24 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
             components=components, out_dir=out_dir, version=app.version,
             build_number=build_number, dlopen=dlopen, echo=echo,
         )
+        verify_built_wheel(path, report, runtime_root, dlopen, echo)
         paths.append(path)
     return paths
+
+
+def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, dlopen, echo=print) -> None:
+    """`moshi-build verify` on a fresh wheel; a failing one moves to OUT/rejected/ and the run ends."""
+    from builder import verify
+    from builder.errors import WheelVerificationError
+
+    result = verify.verify_wheel(path, dlopen=dlopen, build_paths=verify.build_dirs_of(report, runtime_root))
+    for line in result.lines():
+        echo(f"  {line}")
+    echo(f"verified {path.name} in {result.seconds:.0f} s")
+    if not result.ok:
+        rejected = path.parent / "rejected" / path.name
+        rejected.parent.mkdir(exist_ok=True)
+        os.replace(path, rejected)
+        failed = "; ".join(f"{c.name}: {c.problems[0] if c.problems else c.summary}" for c in result.failures)
+        raise WheelVerificationError(f"{path.name} fails verification ({failed}); kept as {rejected}, "
+                                     f"`moshi-build verify {rejected}` repeats the checks")

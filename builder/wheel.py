@@ -25,6 +25,7 @@ find_tools()), files from globs and rules in builder/resources/runtime.toml.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -218,6 +219,35 @@ def _known_gpus(gpu_target: str) -> list[str]:
         return list(load_targets()[gpu_target].gpus)
     except Exception:  # the table is optional for the metadata
         return []
+
+
+# The package's own command (doctor, info, selftest; python -m <package> does the same).
+PACKAGE_COMMAND = ("moshi-rocm", "__main__:main")
+
+
+def package_scripts(package: str, points: Mapping[str, str]) -> dict[str, str]:
+    """Console scripts of the wheel: one per tool, plus the package's own command."""
+    command, target = PACKAGE_COMMAND
+    if command in points.values():
+        raise ConfigurationError(f"a tool is called {command!r}, the name of the package's own command")
+    scripts = {tool: f"{package}.tools:{ident}" for ident, tool in points.items()}
+    scripts[command] = f"{package}.{target}"
+    return scripts
+
+
+def target_table_for_runtime() -> dict[str, dict]:
+    """What `moshi-rocm doctor` needs of targets.toml, for _runtime.json: per gfx target its
+    KFD gfx_target_version, example GPUs and, where one applies, the target whose code it
+    runs with HSA_OVERRIDE_GFX_VERSION."""
+    from builder.targets import load_targets
+
+    table = {}
+    for t in load_targets():
+        entry = {"gfx_target_version": t.gfx_target_version, "gpus": list(t.gpus)}
+        if t.runs_as:
+            entry.update(runs_as=t.runs_as, hsa_override_gfx_version=t.hsa_override_gfx_version)
+        table[t.name] = entry
+    return table
 
 
 def _sha8(path: Path) -> str:
@@ -484,9 +514,40 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
 
     system = _system_packages(list(closure.libraries.values()) + dlopen_sources, runtime_root, spec, echo)
-    ldpaths = list(dict.fromkeys(dirs + closure.directories))
+    trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
+        if spec.trim_device_code else None
+    ldpaths = list(dict.fromkeys(([trimmed_dir] if trimmed_dir else []) + dirs + closure.directories))
     return Payload(root, package_dir, list(tool_files), elf_files, closure, dlopened, openers, env,
                    data_dirs, system, ldpaths)
+
+
+def _trim_device_code(closure: Closure, into: Path, gpu_target: str,
+                      echo: Callable[[str], None]) -> Path | None:
+    """Copies of the libraries to graft that carry other targets' device code, trimmed to
+    `gpu_target`; the closure then points at them, so auditwheel grafts the copies
+    (found first on its ldpaths under their SONAMEs)."""
+    from builder import offload
+
+    made = False
+    for soname, lib in sorted(closure.libraries.items()):
+        summary = offload.fatbin_summary(lib.realpath)
+        if summary is None or not set(summary.targets) - {gpu_target}:
+            continue
+        if gpu_target not in summary.targets:
+            raise TargetError(f"{lib.realpath} carries device code for {', '.join(sorted(summary.targets))} "
+                              f"but none for {gpu_target}; the wheel would fail with 'invalid device function'")
+        into.mkdir(parents=True, exist_ok=True)
+        copy = into / lib.realpath.name
+        shutil.copyfile(lib.realpath, copy)
+        copy.chmod(0o755)
+        if soname != copy.name:
+            (into / soname).symlink_to(copy.name)
+        result = offload.trim_to_target(copy, gpu_target)
+        echo(f"{soname}: kept {gpu_target}'s device code, dropped {result.entries_dropped} code objects of "
+             f"other targets in {result.bundles} bundles ({result.bytes_zeroed / 1e6:.0f} MB zeroed)")
+        lib.path, lib.realpath = into / soname, copy
+        made = True
+    return into if made else None
 
 
 # --------------------------------------------------------------------------- inspection
@@ -515,28 +576,46 @@ class WheelReport:
         }
 
 
-def inspect_wheel(path: Path, elf: bool = True) -> WheelReport:
-    """Sizes, modes, tags and (elf=True) the dynamic section of every ELF member of a wheel."""
+def inspect_wheel(path: Path, elf: bool = True, *,
+                  scan: Callable[[str, bytes], None] | None = None,
+                  examine: Callable[[str, Path, runtime.ElfInfo], None] | None = None) -> WheelReport:
+    """Sizes, modes, tags and (elf=True) the dynamic section of every ELF member of a wheel.
+
+    One pass over the archive, nothing installed: scan(member, chunk) sees the
+    bytes of every member in order (chunks of a few MB); examine(member, file,
+    facts) is called for each ELF member while it sits extracted in `file`.
+    """
     path = Path(path)
     name, version, build, tags = parse_wheel_filename(path.name)
     files, modes, elves = {}, {}, {}
     with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix="inspect-", dir=path.parent) as tmp:
+        target = Path(tmp) / "member"
         for info in zf.infolist():
             if info.is_dir():
                 continue
             files[info.filename] = info.file_size
             modes[info.filename] = (info.external_attr >> 16) & 0o7777
-            if not elf:
+            if not elf and scan is None:
                 continue
-            with zf.open(info) as f:
-                if f.read(4) != runtime.ELF_MAGIC:
+            with zf.open(info) as src:
+                chunk = src.read(4)
+                is_elf = elf and chunk == runtime.ELF_MAGIC
+                if not is_elf and scan is None:
                     continue
-            target = Path(tmp) / "member"
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+                with (open(target, "wb") if is_elf else contextlib.nullcontext()) as dst:
+                    while chunk:
+                        if scan is not None:
+                            scan(info.filename, chunk)
+                        if dst is not None:
+                            dst.write(chunk)
+                        chunk = src.read(1 << 22)
+            if not is_elf:
+                continue
             facts = read_elf(target)
             if facts is not None:
                 elves[info.filename] = dataclasses.replace(facts, path=Path(info.filename))
+                if examine is not None:
+                    examine(info.filename, target, elves[info.filename])
             target.unlink()
     return WheelReport(path, path.stat().st_size, sum(files.values()), files, modes,
                        sorted(str(t) for t in tags), elves)
@@ -620,6 +699,7 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
     norm = normalized_name(distribution)
     wheel_ver = wheel_version(version, build_number, spec.version_format)
     points = entry_points(tools)
+    scripts = package_scripts(spec.package, points)
     ext = find_external_tools(spec.strip)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -644,6 +724,8 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
             "launcher": {"device_flags": list(spec.device_flags),
                          "device_aliases": [list(a) for a in spec.device_aliases]},
             "components": [{"name": c.name, "version": c.version, "license": c.license} for c in all_components],
+            "distribution_pattern": spec.distribution,
+            "targets": target_table_for_runtime(),
             "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
                                  "libraries": list(p.libraries)} for p in system],
         }
@@ -668,7 +750,7 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
             (template_dir / "pyproject.toml.in").read_text(), name=distribution, version=wheel_ver,
             summary=spec.summary.format(gpu_target=target), license=expression,
             keywords=[k.format(gpu_target=target) for k in spec.keywords], package=spec.package,
-            scripts={tool: f"{spec.package}.tools:{ident}" for ident, tool in points.items()}))
+            scripts=scripts))
         (project / "README.md").write_text(render_readme(
             (template_dir / "README.md.in").read_text(), distribution=distribution, gpu_target=target,
             gpus=_known_gpus(target), package=spec.package, bin_dir=spec.bin_dir, tools=list(tools),
