@@ -1,10 +1,14 @@
 import os
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
-from builder.cache import default_cache_root
+from builder import pipeline, sources
+from builder.cache import Cache, default_cache_root
+from builder.environments import DebianEnvironment
+from builder.recipe import load_recipes, select_application
 
 # A runner that starts the tests in the background (`cmd &` without job control)
 # hands them SIGINT ignored, and children inherit that; the Ctrl-C tests need the
@@ -67,3 +71,68 @@ def clean_root():
     root = CleanRoot(SHARED_CACHE / "envs")
     root.ensure()
     return root
+
+
+# -- the slow tier's shared fixtures: one real build, one testapp wheel, one install per session --
+
+TESTAPP = Path(__file__).parent / "fixtures" / "testapp" / "testapp.toml"
+
+
+def fetch_options():
+    mirrors = (SHARED_MIRROR,) if SHARED_MIRROR.is_dir() else ()
+    return sources.FetchOptions(cache=Cache(SHARED_CACHE), mirrors=mirrors, progress=False)
+
+
+@pytest.fixture(scope="session")
+def environment():
+    if os.geteuid() != 0:
+        pytest.skip("the Debian build environment needs root")
+    return DebianEnvironment(SHARED_CACHE / "envs")
+
+
+@pytest.fixture(scope="session")
+def built(environment):
+    recipes = select_application(load_recipes(extra=[TESTAPP]), "testapp")
+    report = pipeline.build(recipes, ["gfx1100"], environment, fetch_options(), progress=False)
+    return recipes, report
+
+
+def train_tiny_tokenizer(directory: Path) -> Path:
+    """A small sentencepiece model, trained here with the sentencepiece package."""
+    import sentencepiece as spm
+
+    corpus = directory / "corpus.txt"
+    corpus.write_text("hello world\nthe quick brown fox jumps over the lazy dog\n"
+                      "moshi speaks and listens\nwheels for every gpu target\nhello moshi\n")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(directory / "tiny"), vocab_size=60,
+                                   model_type="unigram", hard_vocab_limit=False, character_coverage=1.0,
+                                   normalization_rule_name="identity")
+    return directory / "tiny.model"
+
+
+@pytest.fixture(scope="session")
+def testapp_wheel(built, environment, tmp_path_factory):
+    """The test application's gfx1100 wheel, made by the pipeline."""
+    recipes, report = built
+    tmp = tmp_path_factory.mktemp("testapp-wheel")
+    (path,) = pipeline.make_wheels(recipes, report, ["gfx1100"], environment, tmp / "wheelhouse", echo=print)
+    print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
+    return path
+
+
+@pytest.fixture(scope="session")
+def installed_testapp_wheel(testapp_wheel, clean_root, tmp_path_factory):
+    """That wheel installed with pip into a fresh venv of the clean root (no ROCm, compiler, FFmpeg, SDL2)."""
+    venv = clean_root.install([testapp_wheel], "testapp-gfx1100")
+    tmp = tmp_path_factory.mktemp("testapp-data")
+    inner = Path("/tmp") / f"moshi-wheel-test-{os.getpid()}"
+    data = clean_root.host_path(inner)
+    data.mkdir(parents=True, exist_ok=True)
+    train_tiny_tokenizer(tmp)
+    shutil.copy(tmp / "tiny.model", data / "tiny.model")
+    (data / "audio").mkdir(exist_ok=True)
+    yield testapp_wheel, venv.bindir, venv.run, inner, venv
+    shutil.rmtree(data, ignore_errors=True)
+    venv.remove()
+
+

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from builder import wheel
-from tests.test_pipeline import installed_testapp_wheel, testapp_wheel, built, environment  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_PKG = REPO / "wheels" / "src" / "moshi_rocm"

@@ -17,15 +17,8 @@ from builder.environments import DebianEnvironment
 from builder.errors import TargetError
 from builder.offload import fatbin_summary
 from builder.recipe import load_recipes, select_application
-from tests.conftest import SHARED_CACHE, SHARED_MIRROR
+from tests.conftest import SHARED_CACHE, TESTAPP, fetch_options, train_tiny_tokenizer  # noqa: F401 (re-exported)
 
-TESTAPP = Path(__file__).parent / "fixtures" / "testapp" / "testapp.toml"
-IS_ROOT = os.geteuid() == 0
-
-
-def fetch_options():
-    mirrors = (SHARED_MIRROR,) if SHARED_MIRROR.is_dir() else ()
-    return sources.FetchOptions(cache=Cache(SHARED_CACHE), mirrors=mirrors, progress=False)
 
 
 RUNTIME_FILES = (("lib/libggml*.so*", "ggml-core"), ("bin/libggml-*.so", "ggml-core"),
@@ -37,20 +30,6 @@ def put_runtime_beside(directory: Path, prefixes: dict[str, Path], extra=()) -> 
     for pattern, step in (*extra, *RUNTIME_FILES):
         for f in prefixes[step].glob(pattern):
             shutil.copy2(f, directory / f.name, follow_symlinks=False)
-
-
-@pytest.fixture(scope="module")
-def environment():
-    if not IS_ROOT:
-        pytest.skip("the Debian build environment needs root")
-    return DebianEnvironment(SHARED_CACHE / "envs")
-
-
-@pytest.fixture(scope="module")
-def built(environment):
-    recipes = select_application(load_recipes(extra=[TESTAPP]), "testapp")
-    report = pipeline.build(recipes, ["gfx1100"], environment, fetch_options(), progress=False)
-    return recipes, report
 
 
 def test_unknown_target_fails_before_anything_is_created(tmp_path):
@@ -161,45 +140,6 @@ def test_real_moshi_cpp_when_its_source_is_given(environment):
         assert "libggml-hip.so" in text and "CPU" in text
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def train_tiny_tokenizer(directory: Path) -> Path:
-    """A small sentencepiece model, trained here with the sentencepiece package."""
-    import sentencepiece as spm
-
-    corpus = directory / "corpus.txt"
-    corpus.write_text("hello world\nthe quick brown fox jumps over the lazy dog\n"
-                      "moshi speaks and listens\nwheels for every gpu target\nhello moshi\n")
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(directory / "tiny"), vocab_size=60,
-                                   model_type="unigram", hard_vocab_limit=False, character_coverage=1.0,
-                                   normalization_rule_name="identity")
-    return directory / "tiny.model"
-
-
-@pytest.fixture(scope="module")
-def testapp_wheel(built, environment, tmp_path_factory):
-    """The test application's gfx1100 wheel, made by the pipeline."""
-    recipes, report = built
-    tmp = tmp_path_factory.mktemp("testapp-wheel")
-    (path,) = pipeline.make_wheels(recipes, report, ["gfx1100"], environment, tmp / "wheelhouse", echo=print)
-    print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
-    return path
-
-
-@pytest.fixture(scope="module")
-def installed_testapp_wheel(testapp_wheel, clean_root, tmp_path_factory):
-    """That wheel installed with pip into a fresh venv of the clean root (no ROCm, compiler, FFmpeg, SDL2)."""
-    venv = clean_root.install([testapp_wheel], "testapp-gfx1100")
-    tmp = tmp_path_factory.mktemp("testapp-data")
-    inner = Path("/tmp") / f"moshi-wheel-test-{os.getpid()}"
-    data = clean_root.host_path(inner)
-    data.mkdir(parents=True, exist_ok=True)
-    train_tiny_tokenizer(tmp)
-    shutil.copy(tmp / "tiny.model", data / "tiny.model")
-    (data / "audio").mkdir(exist_ok=True)
-    yield testapp_wheel, venv.bindir, venv.run, inner, venv
-    shutil.rmtree(data, ignore_errors=True)
-    venv.remove()
 
 
 @pytest.mark.slow
