@@ -207,6 +207,38 @@ def targets_cmd(environment):
         click.echo("(? = unknown until the build environment exists: moshi-build env create)")
 
 
+@cli.command("matrix")
+@click.option("--gpu-targets", default=None, metavar="LIST", help='gfx targets, e.g. "gfx1100;gfx1030".')
+@click.option("--family", "families", multiple=True, metavar="NAME",
+              help="A GPU family, e.g. rdna3 (repeatable, or \"rdna3;rdna2\"): its targets with code of their own.")
+@click.option("--github-output", is_flag=True,
+              help="Also append matrix=<json> to the file named by $GITHUB_OUTPUT.")
+def matrix_cmd(gpu_targets, families, github_output):
+    """Print the GitHub Actions build matrix (JSON) for the given targets or families."""
+    from builder import matrix
+
+    gh_matrix = matrix.github_matrix(matrix.resolve_targets(gpu_targets, families))
+    if github_output:
+        matrix.write_github_output(gh_matrix)
+    click.echo(matrix.to_json(gh_matrix))
+
+
+@cli.command("index")
+@click.argument("wheelhouse", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Site directory: OUT/index.html and the PEP 503 index in OUT/simple/.")
+@click.option("--base-url", default=None, metavar="URL",
+              help="Link files at URL/FILE instead of copying them into the index.")
+def index_cmd(wheelhouse, out_dir, base_url):
+    """Write a PEP 503 simple index of the wheels in WHEELHOUSE (for GitHub Pages)."""
+    from builder import simple_index
+
+    simple, dists = simple_index.build_index(wheelhouse, out_dir, base_url)
+    for d in dists:
+        click.echo(f"{d.project} {d.version}: {d.filename}  sha256={d.sha256}")
+    click.echo(f"index written to {simple}")
+
+
 @cli.group("env")
 def env_group() -> None:
     """Create, inspect, enter or remove the build environment."""
