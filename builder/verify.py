@@ -111,12 +111,15 @@ class VerifySettings:
     device_code: tuple[str, ...]
     path_markers: tuple[str, ...]
     min_components: int
+    backends: tuple[tuple[str, int, str], ...] = ()     # (pattern, min count, why)
 
 
 def load_settings() -> VerifySettings:
     data = tomllib.loads(resources.files("builder.resources").joinpath("verify.toml").read_text())
+    backends = tuple((b["pattern"], int(b.get("min", 1)), b.get("why", ""))
+                     for b in data.get("backends", {}).get("required", ()))
     return VerifySettings(tuple(data["device_code"]["libraries"]), tuple(data["build_paths"]["markers"]),
-                          int(data["build_paths"]["min_components"]))
+                          int(data["build_paths"]["min_components"]), backends)
 
 
 def build_path_needles(paths: Iterable[Path | str], settings: VerifySettings) -> tuple[list[str], list[str]]:
@@ -492,6 +495,21 @@ def check_gpu_code(ctx: Context) -> CheckResult:
     return _result("gpu-code", problems, "; ".join(found))
 
 
+def check_backends(ctx: Context) -> CheckResult:
+    package = (ctx.info or {}).get("package", ctx.spec.package)
+    bin_dir = f"{package}/{(ctx.info or {}).get('bin_dir', ctx.spec.bin_dir)}/"
+    names = [m[len(bin_dir):] for m in ctx.contents.files if m.startswith(bin_dir) and "/" not in m[len(bin_dir):]]
+    problems, found = [], []
+    for pattern, least, why in ctx.settings.backends:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if len(hits) < least:
+            problems.append(f"{bin_dir} has {len(hits)} {pattern} (at least {least} needed: {why}); "
+                            "the tools would start without it")
+        else:
+            found.append(f"{len(hits)} {pattern}")
+    return _result("backends", problems, f"{bin_dir}: " + ", ".join(found))
+
+
 def check_kernels(ctx: Context) -> CheckResult:
     target = ctx.gpu_target
     rules = [r for r in ctx.spec.data_dirs if r.select == "gpu_target"]
@@ -616,7 +634,7 @@ def check_manylinux(ctx: Context) -> CheckResult:
     return _result("manylinux", problems, f"{policy.name} matches the newest symbol versions: {shown}")
 
 
-CHECKS = (check_runtime_info, check_closure, check_rpath, check_gpu_code, check_kernels, check_build_paths,
+CHECKS = (check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels, check_build_paths,
           check_licenses, check_manylinux)
 
 

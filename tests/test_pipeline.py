@@ -154,7 +154,7 @@ def test_testapp_wheel_passes_verify(testapp_wheel, built, environment):
                                  build_paths=verify.build_dirs_of(report, environment.root))
     print("\n".join(result.lines()), f"\n{result.seconds:.1f} s")
     assert result.ok, "\n".join(c.line for c in result.failures)
-    assert [c.name for c in result.checks] == ["runtime-info", "elf-closure", "rpath", "gpu-code", "kernels",
+    assert [c.name for c in result.checks] == ["runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
                                                "build-paths", "licenses", "manylinux"]
 
 

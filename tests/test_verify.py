@@ -85,6 +85,7 @@ def elf(tmp_path_factory):
     hip_rpath = f"$ORIGIN:$ORIGIN/../../{LIBS}"
     f["ggml-hip"] = gcc(d / "libggml-hip.so", fatbin_source({"gfx1100": 128}) + hip_src, libs=hip_libs,
                         rpath=hip_rpath)
+    f["cpu"] = gcc(d / "libggml-cpu-haswell.so", "int ggml_backend_cpu_init(void) { return 1; }\n")
     f["tool"] = gcc(d / "moshi-demo", '#include <stdio.h>\nint demo_core(void);\n'
                     'int main(void) { printf("%d\\n", demo_core()); return 0; }\n', shared=False, libs=(f["core"],))
     # Sabotaged variants
@@ -126,6 +127,7 @@ def members(elf: dict) -> dict[str, bytes | Path]:
         f"{PKG}/bin/moshi-demo": elf["tool"],
         f"{PKG}/bin/libdemo-core.so": elf["core"],
         f"{PKG}/bin/libggml-hip.so": elf["ggml-hip"],
+        f"{PKG}/bin/libggml-cpu-haswell.so": elf["cpu"],
         f"{PKG}/bin/demo-config.json": b'{"model": "demo"}\n',
         f"{LIBS}/libamdhip64-1a2b3c4d.so.6": elf["hip"],
         f"{LIBS}/librocblas-5e6f7a8b.so.4": elf["rocblas"],
@@ -175,7 +177,7 @@ def failing(results: dict[str, verify.CheckResult]) -> dict[str, str]:
 
 def test_good_wheel_passes_every_check(tmp_path, elf):
     results = check(tmp_path, members(elf))
-    assert list(results) == ["runtime-info", "elf-closure", "rpath", "gpu-code", "kernels", "build-paths",
+    assert list(results) == ["runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels", "build-paths",
                              "licenses", "manylinux"]
     assert failing(results) == {}
     assert results["gpu-code"].line == ("PASS gpu-code: libggml-hip.so 0.0 MB for gfx1100 in 1 bundle; "
@@ -213,6 +215,16 @@ def test_library_outside_the_rpath(tmp_path, elf):
     line = check(tmp_path, content)["elf-closure"].line
     assert line.startswith(f"FAIL elf-closure: {PKG}/bin/libggml-hip.so needs libdemo-core.so: it is at "
                            f"{PKG}/libdemo-core.so, which its RPATH ($ORIGIN:$ORIGIN/../../{LIBS}) does not search")
+
+
+def test_cpu_backends_left_out(tmp_path, elf):
+    """ggml finds its backends by scanning the tool's directory: no DT_NEEDED shows they are missing."""
+    content = members(elf)
+    del content[f"{PKG}/bin/libggml-cpu-haswell.so"]
+    results = check(tmp_path, content)
+    assert failing(results) == {"backends": (
+        f"FAIL backends: {PKG}/bin/ has 0 libggml-cpu-*.so (at least 1 needed: the CPU backend (one library per "
+        "CPU variant)); the tools would start without it")}
 
 
 def test_absolute_rpath(tmp_path, elf):
@@ -313,7 +325,7 @@ def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(good.name + " (gfx1100, ")
     assert [l.split(":")[0] for l in out[1:]] == [f"  PASS {c}" for c in ("runtime-info", "elf-closure", "rpath",
-                                                  "gpu-code", "kernels", "build-paths", "licenses", "manylinux")]
+                                                  "backends", "gpu-code", "kernels", "build-paths", "licenses", "manylinux")]
     assert run_cli(["verify", "--json", str(good), str(bad)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
