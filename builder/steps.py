@@ -10,7 +10,9 @@ unfinished one never appears under that name.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import glob
 import hashlib
 import json
@@ -212,6 +214,24 @@ def _relocate_text_files(stage: Path, old: str, new: str) -> None:
                     f.write_text(text.replace(old, new), errors="surrogateescape")
 
 
+@contextlib.contextmanager
+def _step_lock(path: Path, label: str, echo: Callable[[str], None]):
+    """One builder per step key at a time: a second moshi-build (another shell, a CI job
+    sharing the cache) waits, then finds the step built, instead of sharing its build
+    directory and log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"{label}: another moshi-build is building it; waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[str, StepResult],
              ctx: BuildContext) -> StepResult:
     key = step_key(step, tree, ctx.environment_id, target, [d.key for d in deps.values()])
@@ -220,6 +240,14 @@ def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[s
     label = f"{step.step}[{target}]" if target else step.step
     if final.exists():
         return StepResult(step.step, target, key, final, cached=True, seconds=0.0, log=None)
+    with _step_lock(ctx.cache.dir("locks") / f"{name}-{key}.lock", label, ctx.echo):
+        if final.exists():  # built by the other moshi-build while we waited
+            return StepResult(step.step, target, key, final, cached=True, seconds=0.0, log=None)
+        return _build_step(step, tree, target, deps, ctx, key, name, final, label)
+
+
+def _build_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[str, StepResult],
+                ctx: BuildContext, key: str, name: str, final: Path, label: str) -> StepResult:
 
     log = ctx.cache.logs / f"{name}-{key}.log"
     log.unlink(missing_ok=True)

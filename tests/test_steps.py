@@ -165,3 +165,29 @@ def test_no_path_of_the_cache_in_what_is_built(tmp_path):
     assert f"--prefix={steps.NEUTRAL_ROOT}/builds/{note.name}" in configuration
     assert (note / "lib" / "pkgconfig" / "note.pc").read_text().startswith(f"prefix={note}\n")
     assert (note / "share" / "message.txt").read_text() == "configured\n"
+
+
+def test_a_second_builder_waits_for_the_first_and_finds_the_step_built(tmp_path):
+    """Two moshi-build runs sharing a cache never build the same step at once."""
+    recipes = project(tmp_path)
+    first_done = []
+    results = {}
+
+    def first():
+        results["first"] = run(tmp_path, recipes, [])
+        first_done.append(time.monotonic())
+
+    t = threading.Thread(target=first)
+    t.start()
+    # Wait until the first run holds the lock of its first step, then start the second.
+    locks = tmp_path / "cache" / "locks"
+    deadline = time.monotonic() + 60
+    while not list(locks.glob("*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = run(tmp_path, recipes, [])
+    t.join()
+    assert set(second) == set(results["first"])
+    built_twice = [k for k, r in second.items() if not r.cached and not results["first"][k].cached]
+    assert not built_twice, built_twice
+    for r in second.values():
+        assert (r.prefix / ".moshi-build-step.json").is_file()
