@@ -5,8 +5,10 @@ stands in for it; the same recipes build everything else for real.
 """
 
 import os
+import re
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -270,3 +272,57 @@ def test_clean_root_has_python_and_nothing_of_ours(clean_root):
     assert "/usr/bin/python3" in r.stdout and "FOUND" not in r.stdout
     for lib in ("libamdhip64", "librocblas", "libavcodec", "libSDL2", "libX11"):
         assert lib not in r.stdout, lib
+
+
+def wheel_without(source: Path, dest: Path, drop: re.Pattern) -> list[str]:
+    """A copy of a wheel without the members `drop` matches (stored, not compressed: quick to write)."""
+    dropped = []
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            if drop.search(info.filename):
+                dropped.append(info.filename)
+                continue
+            with src.open(info) as f_in, out.open(zipfile.ZipInfo(info.filename, info.date_time), "w") as f_out:
+                shutil.copyfileobj(f_in, f_out, 1 << 22)
+            out.getinfo(info.filename).external_attr = info.external_attr
+    return dropped
+
+
+SABOTAGES = {
+    # FFmpeg's libraries left out: the tools need them by DT_NEEDED.
+    "no-ffmpeg": (r"/bin/lib(avcodec|avformat|avfilter|avutil|swresample)\.so", "elf-closure", ["audio", "{audio}"]),
+    # ggml's CPU variants left out: found by directory scan only, so nothing fails to load.
+    "no-cpu-variants": (r"/bin/libggml-cpu-[a-z0-9]+\.so$", "backends", ["matmul"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+@pytest.mark.parametrize("sabotage", sorted(SABOTAGES))
+def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, testapp_wheel, built, environment,
+                                                                      clean_root, tmp_path):
+    """Break the bundling on purpose: verify names the breakage, and the application fails in the clean root."""
+    from builder import verify
+
+    pattern, check, app_check = SABOTAGES[sabotage]
+    broken = tmp_path / testapp_wheel.name
+    dropped = wheel_without(testapp_wheel, broken, re.compile(pattern))
+    assert dropped, f"the sabotage {sabotage} removed nothing: {pattern}"
+    print(f"{sabotage}: removed {len(dropped)} files, e.g. {dropped[0]}")
+
+    recipes, report = built
+    result = verify.verify_wheel(broken, dlopen=sorted({lib for r in recipes.values() for lib in r.dlopen}),
+                                 build_paths=verify.build_dirs_of(report, environment.root))
+    print("\n".join(result.lines()))
+    assert [c.name for c in result.failures] == [check]
+
+    venv = clean_root.install([broken], f"sabotage-{sabotage}")
+    try:
+        audio = Path("/tmp") / f"sabotage-{os.getpid()}"
+        venv.host_path(audio).mkdir(parents=True, exist_ok=True)
+        r = venv.run([venv.bindir / "moshi-testapp", *(a.format(audio=audio) for a in app_check)], timeout=300)
+        print(r.returncode, r.stdout, r.stderr[-2000:])
+        assert r.returncode != 0 and "PASS" not in r.stdout
+    finally:
+        venv.remove()
+        shutil.rmtree(venv.host_path(Path("/tmp") / f"sabotage-{os.getpid()}"), ignore_errors=True)
