@@ -152,6 +152,28 @@ def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, environm
             click.echo(sizes.format_report(sizes.read_sizes(w)))
 
 
+@cli.command("bench")
+@click.option("--gpu-target", default="gfx1100", show_default=True, help="Which target's build and wheel to run.")
+@click.option("--size", type=click.Choice(["real", "tiny"]), default="real", show_default=True,
+              help="Random model with the real dimensions of tts-1.6b-en_fr, or the smallest moshi.cpp takes.")
+@click.option("--device", default=None, help="ggml device, e.g. ROCm0 or CPU (default: ROCm0 if seen, else CPU).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for the tools.")
+@click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="An already built wheel of that target (default: pack one from the build).")
+@click.option("--app", default=None, help="Application recipe (default: moshi.cpp).")
+@env_options
+@source_options
+def bench_cmd(gpu_target, size, device, threads, wheel, app, environment, recipes, fetch_options):
+    """moshi-tts --bench from the build tree and from the installed wheel: frames/s and their ratio."""
+    from builder import bench
+
+    (target,) = parse_gpu_targets(gpu_target)
+    result = bench.bench(select_application(recipes, app), target, environment, fetch_options,
+                         fetch_options.cache.root, size=size, device=device, threads=threads, wheel=wheel,
+                         echo=click.echo)
+    click.echo("\n".join(result.lines()))
+
+
 @cli.command("size-report")
 @click.argument("wheels", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest files.")
