@@ -65,7 +65,7 @@ def test_unsupported_target_fails_fast_building_nothing(environment):
 def test_full_build_then_cache_hit(built, environment):
     recipes, report = built
     labels = {r.label for r in report.results}
-    assert labels == {"sentencepiece", "ffmpeg", "sdl2", "ggml-core", "ggml-hip[gfx1100]", "testapp"}
+    assert labels == {"sentencepiece", "opus", "ffmpeg", "sdl2", "ggml-core", "ggml-hip[gfx1100]", "testapp"}
     for r in report.results:
         print(f"{r.label}: {'cached' if r.cached else f'{r.seconds:.0f} s'}")
 

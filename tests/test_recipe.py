@@ -38,13 +38,15 @@ def write(tmp_path: Path, name: str = "demo", sha: str = "a" * 64, extra: str = 
 
 def test_project_recipes_load_into_typed_objects():
     recipes = load_recipes()
-    assert set(recipes) == {"sentencepiece", "ffmpeg", "ggml", "sdl2", "moshi.cpp"}
+    assert set(recipes) == {"sentencepiece", "ffmpeg", "opus", "ggml", "sdl2", "moshi.cpp"}
     assert isinstance(recipes["ffmpeg"].source, ArchiveSource)
     assert isinstance(recipes["sdl2"].source, DebianSource) and recipes["sdl2"].source.package == "libsdl2"
     # Audio only, no D-Bus: the grafted distribution SDL2 crashed in SDL_Init.
     sdl_opts = all_steps(recipes)["sdl2"].options
     assert "-DSDL_VIDEO=OFF" in sdl_opts and "-DSDL_DBUS=OFF" in sdl_opts
     assert "sdl2" in all_steps(recipes)["moshi.cpp"].depends
+    # .opus output needs libopus: FFmpeg's own Opus encoder is experimental and 48 kHz only.
+    assert "opus" in all_steps(recipes)["ffmpeg"].depends and "--enable-libopus" in ffmpeg_opts_of(recipes)
     assert isinstance(recipes["sentencepiece"].source, PypiSource)
     assert isinstance(recipes["ggml"].source, PypiSource)
     assert isinstance(recipes["moshi.cpp"].source, GitSource)
@@ -54,6 +56,10 @@ def test_project_recipes_load_into_typed_objects():
     # Every listed patch exists (load checks) and FFmpeg stays LGPL.
     ffmpeg_opts = " ".join(all_steps(recipes)["ffmpeg"].options)
     assert "--enable-gpl" not in ffmpeg_opts and "--enable-nonfree" not in ffmpeg_opts
+
+
+def ffmpeg_opts_of(recipes):
+    return all_steps(recipes)["ffmpeg"].options
 
 
 def test_steps_sort_dependencies_first():
