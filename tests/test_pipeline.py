@@ -223,22 +223,13 @@ print(json.dumps(out))
 """
 
 
-def manylinux_allowed_libraries(tag: str) -> set[str]:
-    """auditwheel's own allow-list (lib_whitelist) for a manylinux tag such as manylinux_2_39_x86_64."""
-    import importlib.resources
-    import json
-
-    policy = tag.split("_x86_64")[0].split("_aarch64")[0]
-    data = json.loads(importlib.resources.files("auditwheel.policy").joinpath("manylinux-policy.json").read_text())
-    entry = next(p for p in data if p["name"] == policy or policy in p.get("aliases", []))
-    return set(entry["lib_whitelist"])
-
-
 def ldd_outside_package(venv, wheel_path: Path) -> tuple[dict, list]:
     """(ldd report, [(file, soname, resolved)] resolved outside the package and not allowed by manylinux)."""
     import json
 
     from packaging.utils import parse_wheel_filename
+
+    from builder import verify
 
     site = venv.site_packages()
     tops = [str(p) for p in (site / "moshi_rocm", *(Path("/") / q.relative_to(venv.clean_root.root)
@@ -246,8 +237,7 @@ def ldd_outside_package(venv, wheel_path: Path) -> tuple[dict, list]:
     r = venv.run(["python", "-c", LDD_SCRIPT, *tops], timeout=600)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    tag = next(iter(parse_wheel_filename(wheel_path.name)[3])).platform
-    allowed = manylinux_allowed_libraries(tag)
+    allowed = verify.claimed_policy([t.platform for t in parse_wheel_filename(wheel_path.name)[3]]).whitelist
     bad = [(f, name, path) for f, deps in report.items() for name, path in deps
            if path is None or (not path.startswith(str(site) + "/") and name not in allowed)]
     return report, bad

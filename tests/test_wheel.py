@@ -445,52 +445,6 @@ def built_wheel(tmp_path_factory):
     return path, wheel.inspect_wheel(path), target, root, wheel.find_tools(prefixes[main])
 
 
-def _venv_install(wheel_path: Path, root: Path, tmp: Path):
-    """Install into a fresh venv: on the host if its glibc accepts the tag, else inside the root."""
-    from packaging.tags import sys_tags
-    from packaging.utils import parse_wheel_filename
-
-    tags = parse_wheel_filename(wheel_path.name)[3]
-    if tags & set(sys_tags()):
-        venv = tmp / "venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "--no-index", "--no-deps", "-q",
-                        str(wheel_path)], check=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-        return venv / "bin", lambda argv, **kw: subprocess.run(argv, capture_output=True, text=True, **kw)
-    chroot_cmd = shutil.which("chroot") or next((p for p in ("/usr/sbin/chroot", "/sbin/chroot")
-                                                  if os.access(p, os.X_OK)), None)
-    if os.geteuid() != 0 or chroot_cmd is None or not (root / "usr/bin/python3").exists():
-        pytest.skip(f"{wheel_path.name} does not install on this host and {root} cannot be entered")
-    # Inside the root: a venv without pip, and pip run from its own wheel.
-    import ensurepip
-
-    pip_wheel = next(Path(ensurepip.__file__).parent.glob("_bundled/pip-*.whl"))
-    inner = Path("/tmp") / f"moshi-wheel-test-{os.getpid()}"
-    outer = root / inner.relative_to("/")
-    shutil.rmtree(outer, ignore_errors=True)
-    outer.mkdir(parents=True)
-    shutil.copy(wheel_path, outer)
-    shutil.copy(pip_wheel, outer)
-    # The loader expands $ORIGIN of an executable through /proc/self/exe: mount /proc for the
-    # command, in a private mount namespace so the root's mounts stay as they are.
-    unshare = shutil.which("unshare") or "/usr/bin/unshare"
-    script = 'c=$1; root=$2; shift 2; mount -t proc proc "$root/proc" && exec "$c" "$root" "$@"'
-
-    def chroot(argv, env=None, **kw):
-        cmd = ["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", *(f"{k}={v}" for k, v in (env or {}).items()),
-               *map(str, argv)]
-        return subprocess.run([unshare, "--mount", "sh", "-c", script, "sh", chroot_cmd, str(root), *cmd],
-                              capture_output=True, text=True,
-                              env={**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, **kw)
-
-    r = chroot(["python3", "-m", "venv", "--without-pip", inner / "venv"])
-    assert r.returncode == 0, r.stderr
-    r = chroot([inner / "venv/bin/python", f"{inner / pip_wheel.name}/pip", "install", "--no-index", "--no-deps",
-                "-q", inner / wheel_path.name], env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    assert r.returncode == 0, r.stdout + r.stderr
-    return inner / "venv/bin", chroot
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_built_wheel_is_manylinux_and_target_only(built_wheel):
@@ -516,10 +470,11 @@ def test_built_wheel_is_manylinux_and_target_only(built_wheel):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_built_wheel_installs_and_runs(built_wheel, tmp_path):
+def test_built_wheel_installs_and_runs(built_wheel, clean_root):
     path, report, target, root, tools = built_wheel
+    venv = clean_root.install([path], "built-wheel")
+    bindir, run = venv.bindir, venv.run
     try:
-        bindir, run = _venv_install(path, root, tmp_path)
         for tool in tools:
             r = run(["test", "-x", bindir / tool])
             assert r.returncode == 0, f"console script {tool} missing"
@@ -539,4 +494,4 @@ def test_built_wheel_installs_and_runs(built_wheel, tmp_path):
                 if any("libggml-hip" in m for m in report.files):
                     assert "loaded ROCm backend" in out, (tool, out)
     finally:
-        shutil.rmtree(root / "tmp" / f"moshi-wheel-test-{os.getpid()}", ignore_errors=True)
+        venv.remove()
