@@ -15,7 +15,7 @@ from builder.cache import Cache
 from builder.errors import ConfigurationError, FatalError, InterruptedByUser
 from builder.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application
 from builder import pipeline, sizes, sources
-from builder.environments import get_environment
+from builder.environments import default_stack_name, get_environment, stack_names
 from builder.targets import parse_gpu_targets, targets_table
 
 
@@ -85,18 +85,26 @@ def fetch(components, lock_path, recipes, fetch_options):
     click.echo(f"lock written to {lock_path}")
 
 
+def rocm_option(func):
+    return click.option("--rocm", type=click.Choice(stack_names()), default=default_stack_name(),
+                        envvar="MOSHI_BUILD_ROCM", show_default=True,
+                        help="ROCm stack of the Debian build root (builder/resources/stacks.toml).")(func)
+
+
 def env_options(func):
     @click.option("--env", "env_kind", type=click.Choice(["auto", "host", "debian"]), default="auto",
                   envvar="MOSHI_BUILD_ENV", show_default=True,
                   help="Build environment: a ROCm >= 6.1 on this machine, or a Debian root filesystem.")
     @click.option("--check-valid-until/--no-check-valid-until", default=False, show_default=True,
                   help="Let apt reject expired Release files while creating the Debian environment.")
+    @rocm_option
     @functools.wraps(func)
-    def wrapper(*, env_kind, check_valid_until, **kwargs):
+    def wrapper(*, env_kind, check_valid_until, rocm, **kwargs):
         # Commands with source options carry --cache-dir as cache_dir (passed on to them);
         # the env commands have only their own --cache-dir.
         cache_dir = kwargs.pop("env_cache_dir", None) or kwargs.get("cache_dir")
-        environment = get_environment(env_kind, Cache(cache_dir).envs, check_valid_until=check_valid_until)
+        environment = get_environment(env_kind, Cache(cache_dir).envs, check_valid_until=check_valid_until,
+                                      rocm=rocm)
         return func(environment=environment, **kwargs)
 
     return wrapper

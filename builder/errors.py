@@ -97,3 +97,9 @@ class InterruptedByUser(FatalError):
     """Ctrl-C: work in progress was discarded, caches were left consistent."""
 
     return_code = 130
+
+
+class PinnedPackageError(FatalError):
+    """A ROCm stack pins a Debian package version the archive no longer serves."""
+
+    return_code = 14

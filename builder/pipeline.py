@@ -37,6 +37,8 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
     start = time.monotonic()
     # Unknown names fail before the environment is created (that can take minutes).
     targets.check_known_targets(gpu_targets)
+    # Targets the stack's rocBLAS has no kernels for fail before the root is made, too.
+    targets.check_targets(gpu_targets, environment)
     environment.ensure()
     # Reject bad targets before any download or build.
     targets.check_targets(gpu_targets, environment)

@@ -32,7 +32,7 @@ _SEPARATORS = re.compile(r"[;,\s]+")
 class TargetProvider(Protocol):
     """What check_targets() needs: a BuildEnvironment or an EnvSession."""
 
-    def supported_gpu_targets(self) -> set[str]: ...
+    def supported_gpu_targets(self) -> set[str] | None: ...   # None: not known yet
     def rocblas_kernel_targets(self) -> set[str]: ...
 
 
@@ -227,7 +227,8 @@ def _label(env) -> str:
 def buildable_targets(env: TargetProvider, table: TargetTable | None = None) -> list[str]:
     """Known targets that the environment's compiler supports and its rocBLAS has kernels for."""
     table = table or load_targets()
-    ok = env.supported_gpu_targets() & env.rocblas_kernel_targets()
+    compiler = env.supported_gpu_targets()
+    ok = env.rocblas_kernel_targets() if compiler is None else compiler & env.rocblas_kernel_targets()
     return [n for n in table.names() if n in ok]
 
 
@@ -247,18 +248,18 @@ def check_targets(targets: list[str], env: TargetProvider, table: TargetTable | 
     """Raise TargetError unless every target is known and buildable in `env`."""
     table = table or load_targets()
     check_known_targets(targets, table)
-    compiler = env.supported_gpu_targets()
+    compiler = env.supported_gpu_targets()   # None: not known yet (environment not created)
     kernels = env.rocblas_kernel_targets()
     problems = []
     for t in targets:
-        if t not in compiler:
+        if compiler is not None and t not in compiler:
             problems.append(f"{t}: the compiler of this environment cannot generate code for it")
         elif t not in kernels:
             problems.append(f"{t}: {_label(env)} ships no kernels for it")
         else:
             continue
         hint = table[t].override_hint
-        if hint and table[t].runs_as in compiler & kernels:
+        if hint and table[t].runs_as in (kernels if compiler is None else compiler & kernels):
             problems[-1] += f" ({hint})"
     if problems:
         supported = " ".join(buildable_targets(env, table)) or "none"
@@ -269,7 +270,7 @@ def targets_table(env: TargetProvider | None = None, table: TargetTable | None =
     """Rows for `moshi-build targets`: every known target, and what `env` can do with it."""
     table = table or load_targets()
     compiler = env.supported_gpu_targets() if env is not None else None
-    kernels = env.rocblas_kernel_targets() if env is not None else None
+    kernels = env.rocblas_kernel_targets() if env is not None else None  # either may be None: unknown
     rows = []
     for name in table.names():
         t = table[name]

@@ -47,7 +47,11 @@ from builder.environments import mounts
 from builder.environments.base import (
     PROBE_VERSION, BuildEnvironment, EnvSession, load_config, probe, short_version,
 )
-from builder.errors import DiskFullError, ToolchainError
+from builder.environments.stacks import (
+    STANDIN_RECORD_DIR, InstallStep, RocmStack, StandinStep, check_pins, get_stack, standin_control,
+    standin_copyright, standin_source, undefined_symbols,
+)
+from builder.errors import DiskFullError, PinnedPackageError, ToolchainError
 
 # Bump when the way a root is made changes (hook, options) so existing roots are not reused.
 LAYOUT_VERSION = 1
@@ -61,63 +65,56 @@ def _stderr(msg: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DebianSpec:
-    """What a root is made of; its key names the root's directory."""
+    """What a root is made of (a ROCm stack of resources/stacks.toml); its key names the root."""
 
-    base_suite: str
-    extra_suite: str
-    extra_suite_priority: int
-    variant: str
-    packages: tuple[str, ...]
-    extra_suite_packages: tuple[str, ...]
+    stack: RocmStack
     architecture: str = dataclasses.field(default_factory=lambda: _dpkg_architecture())
 
-    @classmethod
-    def from_config(cls, section: dict) -> "DebianSpec":
-        return cls(
-            base_suite=section["base_suite"], extra_suite=section["extra_suite"],
-            extra_suite_priority=int(section["extra_suite_priority"]), variant=section["variant"],
-            packages=tuple(section["packages"]), extra_suite_packages=tuple(section["extra_suite_packages"]),
-        )
+    @property
+    def base_suite(self) -> str:
+        return self.stack.base_suite
+
+    @property
+    def extra_suites(self) -> list[str]:
+        return [s.name for s in self.stack.suites]
 
     def to_json(self) -> dict:
-        return {
-            "layout_version": LAYOUT_VERSION,
-            "base_suite": self.base_suite, "extra_suite": self.extra_suite,
-            "extra_suite_priority": self.extra_suite_priority, "variant": self.variant,
-            "architecture": self.architecture,
-            "packages": sorted(set(self.packages)),
-            "extra_suite_packages": sorted(set(self.extra_suite_packages)),
-        }
+        return {"layout_version": LAYOUT_VERSION, "architecture": self.architecture,
+                "stack": self.stack.to_json()}
 
     def key(self) -> str:
         payload = json.dumps(self.to_json(), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
-    def include_list(self) -> list[str]:
-        """--include for mmdebstrap: extra-suite packages as PKG/suite, then the base ones."""
-        return [f"{p}/{self.extra_suite}" for p in self.extra_suite_packages] + list(self.packages)
-
     def setup_hook(self) -> str:
-        """Shell for --setup-hook ($1 is the new root): add the extra suite, pin it low.
+        """Shell for --setup-hook ($1 is the new root): add the extra suites, pin each low.
 
         The mirror is whatever mmdebstrap chose for the base suite: the hook copies
         that line with the suite name replaced, in one-line or deb822 format.
         """
-        base, extra = self.base_suite, self.extra_suite
-        pref = (f"Package: *\\nPin: release n={extra}\\nPin-Priority: {self.extra_suite_priority}\\n")
+        base = self.base_suite
+        extras = self.extra_suites
+        if not extras:
+            return "true"
+        copies = "".join(f"\\n\\1{e}\\3" for e in extras)
+        pref = "\\n".join(f"Package: *\\nPin: release n={s.name}\\nPin-Priority: {s.priority}\\n"
+                           for s in self.stack.suites)
+        checks = [
+            f'grep -qE "^(deb(\\s+\\[[^]]*\\])?\\s+\\S+\\s+{e}(\\s|$)|Suites:.*\\s{e}(\\s|$))" '
+            f'"$S" "$D"/*.sources 2>/dev/null || {{ echo "setup hook: no {base} line to copy for {e}" >&2; exit 1; }}'
+            for e in extras]
         return "; ".join([
             "set -e",
             'S="$1/etc/apt/sources.list"',
             'D="$1/etc/apt/sources.list.d"',
-            # one-line format: "deb [opts] URI trixie main" -> also "deb [opts] URI sid main"
-            f'if [ -s "$S" ]; then sed -i -E "s/^(deb(\\s+\\[[^]]*\\])?\\s+\\S+\\s+){base}(\\s.*)?$/&\\n\\1{extra}\\3/" "$S"; fi',
-            # deb822 format: "Suites: trixie trixie-updates" -> "Suites: trixie sid trixie-updates"
+            # one-line format: "deb [opts] URI trixie main" -> also "deb [opts] URI sid main", ...
+            f'if [ -s "$S" ]; then sed -i -E "s/^(deb(\\s+\\[[^]]*\\])?\\s+\\S+\\s+){base}(\\s.*)?$/&{copies}/" "$S"; fi',
+            # deb822 format: "Suites: trixie trixie-updates" -> "Suites: trixie sid ... trixie-updates"
             f'for f in "$D"/*.sources; do [ -e "$f" ] || continue; '
-            f'sed -i -E "s/^(Suites:.*\\s){base}(\\s|$)/\\1{base} {extra}\\2/" "$f"; done',
-            f'grep -qE "^(deb(\\s+\\[[^]]*\\])?\\s+\\S+\\s+{extra}(\\s|$)|Suites:.*\\s{extra}(\\s|$))" '
-            f'"$S" "$D"/*.sources 2>/dev/null || {{ echo "setup hook: no {base} line to copy for {extra}" >&2; exit 1; }}',
+            f'sed -i -E "s/^(Suites:.*\\s){base}(\\s|$)/\\1{base} {" ".join(extras)}\\2/" "$f"; done',
+            *checks,
             'mkdir -p "$1/etc/apt/preferences.d"',
-            f'printf "{pref}" > "$1/etc/apt/preferences.d/50-moshi-build-{extra}.pref"',
+            f'printf "{pref}" > "$1/etc/apt/preferences.d/50-moshi-build.pref"',
         ])
 
 
@@ -293,15 +290,14 @@ class DebianEnvironment(BuildEnvironment):
     name = "debian"
 
     def __init__(self, cache_dir: Path, check_valid_until: bool = False, *,
-                 config: dict | None = None, echo: Callable[[str], None] = _stderr,
+                 stack: RocmStack | str | None = None, echo: Callable[[str], None] = _stderr,
                  mounter: Mounter | None = None) -> None:
-        full = config or load_config()
-        section = full["debian"] if "debian" in full else full
+        self.stack = stack if isinstance(stack, RocmStack) else get_stack(stack)
         self.cache_dir = Path(os.path.abspath(cache_dir))
         self.check_valid_until = check_valid_until
-        self.spec = DebianSpec.from_config(section)
-        self.min_free_gib = float(section.get("min_free_gib", 8))
-        self.min_hip = Version(full.get("host", {}).get("min_hip_version", "6.1"))
+        self.spec = DebianSpec(self.stack)
+        self.min_free_gib = self.stack.min_free_gib
+        self.min_hip = Version(self.stack.min_hip_version)
         self.echo = echo
         self.mounter = mounter or Mounter()
         self._info: dict | None = None
@@ -313,7 +309,7 @@ class DebianEnvironment(BuildEnvironment):
 
     @property
     def home(self) -> Path:
-        return self.cache_dir / f"debian-{self.spec.base_suite}-{self.key}"
+        return self.cache_dir / f"debian-rocm{self.stack.name}-{self.spec.base_suite}-{self.key}"
 
     @property
     def root(self) -> Path:
@@ -338,7 +334,7 @@ class DebianEnvironment(BuildEnvironment):
         """debian-<base>-<key>-<digest of every installed package version>: a root made again
         from the same lists but with newer packages gets a new identity."""
         digest = self.info().get("packages_digest") or "unknown"
-        return f"debian-{self.spec.base_suite}-{self.key}-{digest[:12]}"
+        return f"debian-rocm{self.stack.name}-{self.spec.base_suite}-{self.key}-{digest[:12]}"
 
     def info(self) -> dict:
         if self._info is None:
@@ -350,8 +346,17 @@ class DebianEnvironment(BuildEnvironment):
             self._info = json.loads(self.info_path.read_text())
         return dict(self._info)
 
+    # Before the root exists, the stack's data answers for rocBLAS; the compiler is unknown.
+    def supported_gpu_targets(self) -> set[str] | None:
+        return super().supported_gpu_targets() if self.exists() else None
+
+    def rocblas_kernel_targets(self) -> set[str]:
+        return super().rocblas_kernel_targets() if self.exists() else set(self.stack.rocblas_targets)
+
     @property
     def rocblas_label(self) -> str:
+        if not self.exists():
+            return f"rocBLAS of ROCm stack {self.stack.name}"
         pkg = self.info().get("packages", {})
         version = next((v for p, v in sorted(pkg.items()) if p.startswith("librocblas") and not p.endswith("-dev")), None) \
             or pkg.get("librocblas-dev")
@@ -437,41 +442,35 @@ class DebianEnvironment(BuildEnvironment):
 
     # -- creation ---------------------------------------------------------------
     def mmdebstrap_argv(self, target: Path) -> list[str]:
+        """A bare apt root with the stack's suites; the stack's steps fill it afterwards."""
         spec = self.spec
-        argv = ["mmdebstrap", "--mode=root", f"--variant={spec.variant}",
-                f"--aptopt=APT::Default-Release \"{spec.base_suite}\""]
+        argv = ["mmdebstrap", "--mode=root", f"--variant={self.stack.variant}",
+                f"--aptopt=APT::Default-Release \"{spec.base_suite}\"",
+                '--aptopt=APT::Install-Recommends "false"']
         if not self.check_valid_until:
             # The registry serves stale Release files here; apt refuses them unless told not to check.
             argv.append('--aptopt=Acquire::Check-Valid-Until "false"')
-        argv += [f"--setup-hook={spec.setup_hook()}",
-                 f"--include={','.join(spec.include_list())}",
-                 spec.base_suite, str(target)]
+        argv += [f"--setup-hook={spec.setup_hook()}", spec.base_suite, str(target)]
         return argv
 
     def _create(self) -> None:
         start = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.home.name}.", suffix=".tmp", dir=self.cache_dir))
-        log = tmp / "mmdebstrap.log"
+        log = tmp / "create.log"
         proc = None
         try:
             argv = self.mmdebstrap_argv(tmp / "root")
-            self.echo(f"creating the debian build environment in {self.home} "
-                      f"({self.spec.base_suite} + ROCm from {self.spec.extra_suite}; about 3 minutes, 5.5 GB)")
+            suites = " + ".join(s.name for s in self.stack.suites) or "nothing else"
+            self.echo(f"creating the ROCm {self.stack.name} build environment in {self.home} "
+                      f"({self.spec.base_suite} + {suites}; about 2 minutes, 3-6 GB)")
             tmp.chmod(0o755)  # apt's download user must reach root/var/lib/apt/lists
             with open(log, "w") as logf:
-                logf.write("$ " + shlex.join(argv) + "\n")
-                logf.flush()
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    logf.write(line)
-                    # mmdebstrap's own progress lines ("I: downloading packages with apt...")
-                    if line.startswith("I: ") and "hook" not in line:
-                        self.echo("  mmdebstrap: " + line[3:].rstrip()[:100])
-                code = proc.wait()
-            if code != 0:
-                self._creation_failed(log, code)
+                code = self._logged(argv, logf, lambda line: line.startswith("I: ") and "hook" not in line,
+                                    "mmdebstrap: ")
+                if code != 0:
+                    logf.close()
+                    self._creation_failed(log, code)
+                self._fill(tmp / "root", logf)
             (tmp / "spec.json").write_text(json.dumps(self.spec.to_json(), indent=2) + "\n")
             info = self._probe(tmp / "root")
             info["created_seconds"] = round(time.monotonic() - start, 1)
@@ -481,29 +480,130 @@ class DebianEnvironment(BuildEnvironment):
             info = _write_info(tmp, info)
             os.replace(tmp, self.home)
             self._info = info
-            self.echo(f"debian build environment ready in {info['created_seconds']:.0f} s: HIP "
+            self.echo(f"ROCm {self.stack.name} build environment ready in {info['created_seconds']:.0f} s: HIP "
                       f"{info.get('hip_version')}, clang {info.get('clang_version')}, glibc "
                       f"{info.get('glibc_version')}; rocBLAS kernels for "
                       f"{' '.join(info.get('rocblas_kernel_targets', []))}")
         except BaseException as e:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
             kept = None
-            if log.exists() and not isinstance(e, KeyboardInterrupt):
+            if log.exists() and not isinstance(e, (KeyboardInterrupt, PinnedPackageError)):
                 kept = self.cache_dir / f"{self.home.name}.failed.log"
                 with contextlib.suppress(OSError):
                     shutil.copyfile(log, kept)
+            with contextlib.suppress(Exception):
+                mounts.unmount_all_under(tmp / "root")
             with contextlib.suppress(Exception):
                 mounts.safe_rmtree(tmp)
             if isinstance(e, OSError) and e.errno == errno.ENOSPC:
                 raise DiskFullError(f"no space left on the device holding {self.cache_dir} while creating "
                                     "the debian build environment; free some space and run again") from None
             raise
+
+    def _logged(self, argv: list[str], logf, show: Callable[[str], bool] = lambda line: False,
+                prefix: str = "", env: dict[str, str] | None = None) -> int:
+        """Run argv with its output appended to `logf`; echo the lines `show` picks. Returns the exit code."""
+        logf.write("$ " + shlex.join(argv) + "\n")
+        logf.flush()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                logf.write(line)
+                if show(line):
+                    self.echo("  " + prefix + line[3:].rstrip()[:100] if line.startswith("I: ")
+                              else "  " + prefix + line.rstrip()[:100])
+            return proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            logf.flush()
+
+    def _fill(self, root: Path, logf) -> None:
+        """Run the stack's steps in the new root: pins checked first, then installs and stand-ins."""
+        session = DebianSession(root)
+        env = {**session.base_env(), "DEBIAN_FRONTEND": "noninteractive"}
+        log_path = Path(logf.name)
+
+        def inside(argv: list[str], what: str, capture: bool = False) -> str:
+            if capture:
+                r = subprocess.run(session.wrap(argv, Path("/"), env), stdin=subprocess.DEVNULL,
+                                   capture_output=True, text=True, errors="replace")
+                logf.write("$ " + shlex.join(argv) + "\n" + r.stdout + r.stderr)
+                logf.flush()
+                code, out = r.returncode, r.stdout
+            else:
+                code, out = self._logged(session.wrap(argv, Path("/"), env), logf), ""
+            if code != 0:
+                logf.flush()
+                raise ToolchainError(f"{what} failed (exit {code}) in the new ROCm {self.stack.name} root; last "
+                                     f"{LOG_TAIL_LINES} lines of the log:\n{_tail(log_path)}full log: "
+                                     f"{self.cache_dir / (self.home.name + '.failed.log')}")
+            return out
+
+        with mounted(root, [], self.mounter):
+            self.echo("  apt-get update (base and extra suites)")
+            inside(["apt-get", "update"], "apt-get update")
+            names = sorted({p.name for p in self.stack.pins})
+            madison = inside(["apt-cache", "madison", *names], "apt-cache madison", capture=True)
+            check_pins(self.stack, madison)
+            for step in self.stack.steps:
+                if isinstance(step, InstallStep):
+                    self.echo(f"  installing {len(step.packages)} pinned packages: "
+                              + " ".join(p.name for p in step.packages[:6]) + (" ..." if len(step.packages) > 6 else ""))
+                    inside(["apt-get", "install", "-y", "--no-install-recommends",
+                            *map(str, step.packages)], f"installing {step.why.splitlines()[0]}")
+                else:
+                    self._make_standin(root, step, inside)
+            inside(["apt-get", "clean"], "apt-get clean")
+
+    def _make_standin(self, root: Path, step: StandinStep, inside: Callable[..., str]) -> None:
+        """Generate, package and install the stand-in library `step` describes."""
+        work_inner = Path("/tmp/moshi-build-standin")
+        work = root / work_inner.relative_to("/")
+        if work.exists():
+            shutil.rmtree(work)
+        (work / "pkg" / "DEBIAN").mkdir(parents=True)
+        work.chmod(0o777)  # apt's download user writes the .deb here
+        pin = step.symbols_from
+        inside(["sh", "-c", f'cd {work_inner} && apt-get download {shlex.quote(str(pin))} && '
+                f'dpkg-deb -x {shlex.quote(pin.name)}_*.deb unpacked'], f"unpacking {pin}")
+        consumers = sorted(work.glob(f"unpacked/usr/lib/*/{step.consumer}"))
+        if not consumers:
+            raise ToolchainError(f"{pin} has no usr/lib/*/{step.consumer}; check the stand-in of "
+                                 f"{step.package} in builder/resources/stacks.toml")
+        consumer_inner = work_inner / consumers[0].relative_to(work)
+        symbols = undefined_symbols(inside(["nm", "-D", "--undefined-only", str(consumer_inner)],
+                                           f"nm on {step.consumer}", capture=True), step.symbol_prefix)
+        if not symbols:
+            raise ToolchainError(f"{step.consumer} of {pin} imports no {step.symbol_prefix}* symbol: "
+                                 f"the stand-in {step.package} is not needed; remove it from stacks.toml")
+        multiarch = consumers[0].parent.name
+        (work / "standin.c").write_text(standin_source(step, symbols))
+        libdir = work / "pkg" / "usr" / "lib" / multiarch
+        libdir.mkdir(parents=True)
+        inside(["gcc", "-shared", "-fPIC", "-O2", "-s", f"-Wl,-soname,{step.soname}",
+                "-o", str(work_inner / libdir.relative_to(work) / step.soname), str(work_inner / "standin.c")],
+               f"compiling the stand-in {step.soname}")
+        (work / "pkg" / "DEBIAN" / "control").write_text(standin_control(step, self.spec.architecture))
+        doc = work / "pkg" / "usr" / "share" / "doc" / step.package
+        doc.mkdir(parents=True)
+        (doc / "copyright").write_text(standin_copyright(step))
+        record_dir = work / "pkg" / STANDIN_RECORD_DIR
+        record_dir.mkdir(parents=True)
+        (record_dir / f"{step.package}.json").write_text(json.dumps(step.record(symbols), indent=2) + "\n")
+        deb = work_inner / f"{step.package}.deb"
+        inside(["dpkg-deb", "--root-owner-group", "--build", str(work_inner / "pkg"), str(deb)],
+               f"packaging the stand-in {step.package}")
+        inside(["dpkg", "-i", str(deb)], f"installing the stand-in {step.package}")
+        shutil.rmtree(work)
+        self.echo(f"  stand-in {step.package} {step.version}: {step.soname} with {len(symbols)} "
+                  f"{step.symbol_prefix}* functions returning {step.return_value}")
 
     def _creation_failed(self, log: Path, code: int) -> None:
         text = log.read_text(errors="replace")
@@ -538,8 +638,13 @@ class DebianEnvironment(BuildEnvironment):
             name, _, version = line.partition("\t")
             if name and version:
                 installed[name.split(":")[0]] = version
-        info.update(kind="debian", key=self.key, home=str(self.home),
-                    base_suite=self.spec.base_suite, extra_suite=self.spec.extra_suite,
+        standins = []
+        for record in sorted((root / STANDIN_RECORD_DIR).glob("*.json")):
+            standins.append(json.loads(record.read_text()))
+        info.update(kind="debian", key=self.key, home=str(self.home), rocm_stack=self.stack.name,
+                    rocm_stack_summary=self.stack.summary, base_suite=self.spec.base_suite,
+                    extra_suites={s.name: s.priority for s in self.stack.suites},
+                    hip_offload_flags=self.stack.hip_offload_flags, standins=standins,
                     installed_packages=installed)
         return info
 
@@ -549,12 +654,19 @@ class DebianEnvironment(BuildEnvironment):
             raise ToolchainError(f"hipconfig does not run in the new root; see {info.get('home')}; "
                                  "check the package lists in builder/resources/environments.toml")
         if Version(hip) < self.min_hip:
-            raise ToolchainError(f"the new root has HIP {hip}, older than {self.min_hip}: "
-                                 f"{self.spec.extra_suite} no longer carries a new enough ROCm")
+            raise ToolchainError(f"the new root has HIP {hip}, older than {self.min_hip} that ROCm stack "
+                                 f"{self.stack.name} needs; check its pins in builder/resources/stacks.toml")
         if not info.get("compiler_gpu_targets"):
             raise ToolchainError(f"{info.get('clang')} in the new root lists no AMD GPU targets")
         if not info.get("rocblas_kernel_targets"):
             raise ToolchainError("the new root has no rocBLAS Tensile library folder (librocblas installed?)")
+        declared = set(self.stack.rocblas_targets)
+        found = set(info["rocblas_kernel_targets"])
+        if declared != found:
+            raise ToolchainError(
+                f"ROCm stack {self.stack.name} declares rocBLAS kernels for {' '.join(sorted(declared))} but the "
+                f"new root's rocBLAS has them for {' '.join(sorted(found))}; fix rocblas_targets in "
+                "builder/resources/stacks.toml")
 
     def _refresh_info_if_stale(self) -> None:
         info = self.info()
@@ -615,9 +727,17 @@ class DebianEnvironment(BuildEnvironment):
 
 
 # Packages whose versions info() shows (all of them go to packages.json).
-_SHOWN_PACKAGE_PREFIXES = ("hipcc", "libamdhip64", "libhipblas", "librocblas", "libhsa-runtime",
+_SHOWN_PACKAGE_PREFIXES = ("hipcc", "libamdhip64", "libhipblas", "librocblas", "librocsolver", "libhsa-runtime",
                            "libamd-comgr", "rocm-", "clang-", "libllvm", "libc6", "gcc-1", "g++-1",
                            "libstdc++6", "cmake", "ninja-build", "libsdl2-dev", "libdrm-dev", "python3")
+
+
+def _tail(log: Path, n: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "".join(collections.deque(text.splitlines(keepends=True), maxlen=n))
 
 
 def _write_info(home: Path, info: dict) -> dict:

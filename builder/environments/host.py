@@ -122,7 +122,11 @@ class HostEnvironment(BuildEnvironment):
         if self._info is None:
             self.ensure()
             info = probe(self._run, Path("/"))
-            info.update(kind="host", root="/", hipconfig=str(self.hipconfig()))
+            info.update(kind="host", root="/", hipconfig=str(self.hipconfig()), rocm_stack="host",
+                        # ROCm 7 runtimes read compressed device code; older ones get it plain.
+                        hip_offload_flags="--offload-compress"
+                        if info.get("hip_version") and Version(info["hip_version"]) >= Version("7.0") else "",
+                        standins=[])
             self._info = info
         return dict(self._info)
 
