@@ -204,13 +204,21 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, recipes_dir):
     """Check built wheels without installing them (one line per check; exit 1 on any failure)."""
     import json
 
-    from builder import verify
+    from builder import code_selection, verify
 
     dlopen = sorted({lib for r in load_recipes(recipes_dir).values() for lib in r.dlopen})
     dirs = verify.default_build_paths(cache_dir) + list(build_paths)
+    made: dict = {}
+
+    def probe_root(needed):
+        # The wheel's comgr runs here if this machine's glibc loads it, else in the clean root.
+        if needed not in made:
+            made[needed] = code_selection.default_probe_root(needed, Cache(cache_dir).envs,
+                                                             lambda line: click.echo(line, err=True))
+        return made[needed]
     reports = []
     for path in wheels:
-        report = verify.verify_wheel(path, dlopen=dlopen, build_paths=dirs)
+        report = verify.verify_wheel(path, dlopen=dlopen, build_paths=dirs, probe_root=probe_root)
         reports.append(report)
         if not as_json:
             click.echo(f"{path.name} ({report.gpu_target or 'unknown target'}, {report.seconds:.1f} s)")

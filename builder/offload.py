@@ -1,34 +1,84 @@
-"""Read which GPU targets an ELF file carries device code for, without a GPU.
+"""Read and trim the GPU device code of an ELF file, without a GPU.
 
 HIP objects keep device code in the `.hip_fatbin` section as clang offload
-bundles: a 24-byte magic, a u64 entry count, then per entry u64 offset, u64
-size, u64 id length and the id (e.g. `hipv4-amdgcn-amd-amdhsa--gfx1100`).
+bundles, one after another (the host code points at each bundle's start):
+
+  plain       `__CLANG_OFFLOAD_BUNDLE__`, u64 entry count, then per entry u64
+              offset, u64 size, u64 id length and the id (e.g.
+              `hipv4-amdgcn-amd-amdhsa--gfx1100`); offsets are from the bundle start.
+  compressed  (clang --offload-compress) `CCOB`, u16 format version, u16 method
+              (0 zlib, 1 zstd), then
+                version 1: u64 uncompressed size, u64 hash                   (24 bytes)
+                version 2: u32 total size, u32 uncompressed size, u64 hash   (24 bytes)
+                version 3: u64 total size, u64 uncompressed size, u64 hash   (32 bytes)
+              and one compressed stream holding a whole plain bundle. The hash is
+              the low 64 bits of the MD5 of the uncompressed bundle (checked against
+              rocBLAS 7.2.4's bundles). Bundles are read by the header's total size
+              (LLVM's own reader does the same; clang-offload-bundler has been seen to
+              read past a compressed bundle's end).
+
+Trimming keeps the host entry and one target's entries in every bundle, in
+place: a plain bundle's header lists only the kept entries and the dropped
+entries' bytes become zeros (same size, compresses to one target's worth); a
+compressed bundle is decompressed, trimmed the same way, compressed again with
+a new header and written at the same place, the rest of its old extent zeroed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import struct
+import zlib
 from pathlib import Path
+from typing import Iterator
 
+import zstandard
 from elftools.elf.elffile import ELFFile
 
 MAGIC = b"__CLANG_OFFLOAD_BUNDLE__"
 COMPRESSED_MAGIC = b"CCOB"
+METHOD_ZLIB, METHOD_ZSTD = 0, 1
+ZSTD_LEVEL = 12
 _TARGET = re.compile(r"--(gfx[0-9a-f]+)")
+
+
+class BundleFormatError(ValueError):
+    """A fat binary's bundles cannot be read (truncated, unknown version or method)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class BundleEntry:
     id: str
     size: int
+    offset: int = 0          # from the start of the (uncompressed) bundle
 
     @property
     def gpu_target(self) -> str | None:
         """gfx name of a device entry (feature suffixes like :xnack- dropped); None for the host."""
         m = _TARGET.search(self.id)
         return m.group(1) if m else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """One bundle of a section: where it is, and its entries (read from the plain bundle)."""
+
+    start: int               # offset in the section
+    extent: int              # bytes it occupies in the section (compressed: the header's total size)
+    entries: tuple[BundleEntry, ...]
+    plain: bytes             # the plain bundle (decompressed if need be)
+    compressed: bool = False
+    version: int = 0
+    method: int = METHOD_ZSTD
+
+    def code_object(self, gpu_target: str) -> bytes | None:
+        """The first device entry for `gpu_target`, or None."""
+        for e in self.entries:
+            if e.gpu_target == gpu_target and e.size:
+                return self.plain[e.offset:e.offset + e.size]
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,58 +97,174 @@ class FatbinSummary:
         return sizes
 
 
-def parse_bundles(data: bytes) -> FatbinSummary:
-    entries: list[BundleEntry] = []
-    bundles = compressed = 0
+def _plain_entries(data: bytes | bytearray, start: int) -> tuple[list[tuple[int, int, bytes]], int, int]:
+    """[(offset, size, id bytes)] of the plain bundle at `start`, the end of its header, its extent."""
+    if len(data) < start + len(MAGIC) + 8:
+        raise BundleFormatError(f"offload bundle at {start:#x} is truncated")
+    (count,) = struct.unpack_from("<Q", data, start + len(MAGIC))
+    off = start + len(MAGIC) + 8
+    entries, end = [], off
+    for _ in range(count):
+        if off + 24 > len(data):
+            raise BundleFormatError(f"offload bundle at {start:#x}: entry table runs past the data")
+        e_off, e_size, id_len = struct.unpack_from("<QQQ", data, off)
+        off += 24
+        ident = bytes(data[off:off + id_len])
+        off += id_len
+        if start + e_off + e_size > len(data):
+            raise BundleFormatError(f"offload bundle at {start:#x}: entry {ident!r} runs past the data")
+        entries.append((e_off, e_size, ident))
+        end = max(end, start + e_off + e_size)
+    return entries, off, max(end, off) - start
+
+
+def _decompress(method: int, payload: bytes, size: int, where: str) -> bytes:
+    try:
+        if method == METHOD_ZSTD:
+            return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+        if method == METHOD_ZLIB:
+            return zlib.decompress(payload)
+    except (zstandard.ZstdError, zlib.error) as e:
+        raise BundleFormatError(f"compressed offload bundle at {where}: {e}") from None
+    raise BundleFormatError(f"compressed offload bundle at {where}: unknown compression method {method}")
+
+
+def _compressed_header(data: bytes | bytearray, pos: int) -> tuple[int, int, int, int, int]:
+    """(version, method, header size, total size or 0, uncompressed size) of the CCOB at `pos`."""
+    if len(data) < pos + 8:
+        raise BundleFormatError(f"compressed offload bundle at {pos:#x} is truncated")
+    _, version, method = struct.unpack_from("<4sHH", data, pos)
+    if version == 1:
+        (uncompressed, _h) = struct.unpack_from("<QQ", data, pos + 8)
+        return version, method, 24, 0, uncompressed
+    if version == 2:
+        total, uncompressed, _h = struct.unpack_from("<IIQ", data, pos + 8)
+        return version, method, 24, total, uncompressed
+    if version == 3:
+        total, uncompressed, _h = struct.unpack_from("<QQQ", data, pos + 8)
+        return version, method, 32, total, uncompressed
+    raise BundleFormatError(f"compressed offload bundle at {pos:#x}: unknown format version {version}")
+
+
+def _read_compressed(data: bytes | bytearray, pos: int) -> Bundle:
+    version, method, header, total, uncompressed = _compressed_header(data, pos)
+    if version == 1:
+        # No total size: the stream's own end tells it (zstd frame or zlib stream).
+        if method == METHOD_ZSTD:
+            obj = zstandard.ZstdDecompressor().decompressobj()
+            plain = obj.decompress(bytes(data[pos + header:]))
+            total = len(data) - pos - len(obj.unused_data)
+        else:
+            obj = zlib.decompressobj()
+            plain = obj.decompress(bytes(data[pos + header:]))
+            total = len(data) - pos - len(obj.unused_data)
+    else:
+        if total < header or pos + total > len(data):
+            raise BundleFormatError(f"compressed offload bundle at {pos:#x}: total size {total} runs past the data")
+        plain = _decompress(method, bytes(data[pos + header:pos + total]), uncompressed, f"{pos:#x}")
+    if len(plain) != uncompressed or not plain.startswith(MAGIC):
+        raise BundleFormatError(f"compressed offload bundle at {pos:#x} does not hold a plain bundle of "
+                                f"{uncompressed} bytes")
+    raw, _, _ = _plain_entries(plain, 0)
+    entries = tuple(BundleEntry(i.decode("ascii", "replace"), s, o) for o, s, i in raw)
+    return Bundle(pos, total, entries, plain, True, version, method)
+
+
+def iter_bundles(data: bytes | bytearray) -> Iterator[Bundle]:
+    """Every bundle of a `.hip_fatbin` section, in order (padding between them skipped)."""
     pos = 0
-    # Each magic is searched again only once `pos` passed its last hit: a search that
-    # found nothing would scan the rest of the section (1 GB in rocBLAS) every bundle.
     plain, packed = data.find(MAGIC), data.find(COMPRESSED_MAGIC)
     while True:
+        # Each magic is searched again only once `pos` passed its last hit: a search that
+        # found nothing would scan the rest of the section (1 GB in rocBLAS 6.4) every bundle.
         if 0 <= plain < pos:
             plain = data.find(MAGIC, pos)
         if 0 <= packed < pos:
             packed = data.find(COMPRESSED_MAGIC, pos)
         if plain < 0 and packed < 0:
-            break
+            return
         if packed >= 0 and (plain < 0 or packed < plain):
-            compressed += 1
-            pos = packed + len(COMPRESSED_MAGIC)
-            continue
-        start = plain
-        (count,) = struct.unpack_from("<Q", data, start + len(MAGIC))
-        off = start + len(MAGIC) + 8
-        end = start
-        for _ in range(count):
-            e_off, e_size, id_len = struct.unpack_from("<QQQ", data, off)
-            off += 24
-            ident = data[off:off + id_len].decode("ascii", "replace")
-            off += id_len
-            entries.append(BundleEntry(ident, e_size))
-            end = max(end, start + e_off + e_size)
-        bundles += 1
-        pos = max(end, off)
-    return FatbinSummary(bundles, compressed, tuple(entries))
+            bundle = _read_compressed(data, packed)
+        else:
+            raw, _, extent = _plain_entries(data, plain)
+            entries = tuple(BundleEntry(i.decode("ascii", "replace"), s, o) for o, s, i in raw)
+            bundle = Bundle(plain, extent, entries, bytes(data[plain:plain + extent]))
+        yield bundle
+        pos = bundle.start + max(bundle.extent, 1)
+
+
+def parse_bundles(data: bytes | bytearray) -> FatbinSummary:
+    bundles = list(iter_bundles(data))
+    return FatbinSummary(len(bundles), sum(b.compressed for b in bundles),
+                         tuple(e for b in bundles for e in b.entries))
+
+
+def fatbin_section(path: Path) -> bytes | None:
+    """The `.hip_fatbin` section's bytes, or None if the ELF file has none."""
+    with open(path, "rb") as f:
+        section = ELFFile(f).get_section_by_name(".hip_fatbin")
+        if section is None or section["sh_type"] == "SHT_NOBITS":
+            return None
+        return section.data()
 
 
 def fatbin_summary(path: Path) -> FatbinSummary | None:
     """Summary of an ELF file's `.hip_fatbin` section, or None if it has none."""
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        section = elf.get_section_by_name(".hip_fatbin")
-        if section is None:
-            return None
-        return parse_bundles(section.data())
+    data = fatbin_section(path)
+    return None if data is None else parse_bundles(data)
+
+
+def md5_low64(data: bytes) -> int:
+    """The hash field of a compressed bundle header: the MD5's first 8 bytes, little-endian."""
+    return int.from_bytes(hashlib.md5(data).digest()[:8], "little")
+
+
+def trim_plain(plain: bytearray, start: int, keep: set[str | None]) -> tuple[int, int]:
+    """Trim the plain bundle at `start` of `plain` in place: (entries dropped, bytes zeroed)."""
+    raw, header_end, _ = _plain_entries(plain, start)
+    kept, gone = [], []
+    for e_off, e_size, ident in raw:
+        target = BundleEntry(ident.decode("ascii", "replace"), e_size).gpu_target
+        (kept if target in keep else gone).append((e_off, e_size, ident))
+    header = MAGIC + struct.pack("<Q", len(kept)) + b"".join(
+        struct.pack("<QQQ", o, s, len(i)) + i for o, s, i in kept)
+    zeroed = header_end - start - len(header)
+    plain[start:header_end] = header + bytes(zeroed)
+    for e_off, e_size, _ in gone:
+        plain[start + e_off:start + e_off + e_size] = bytes(e_size)
+        zeroed += e_size
+    return len(gone), zeroed
+
+
+def compress_bundle(plain: bytes, version: int, method: int) -> bytes:
+    """A compressed bundle (header + stream) of `plain`, in format `version` (2 or 3; 1 is written as 2)."""
+    if method == METHOD_ZSTD:
+        payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(plain)
+    elif method == METHOD_ZLIB:
+        payload = zlib.compress(plain, 9)
+    else:
+        raise BundleFormatError(f"unknown compression method {method}")
+    digest = md5_low64(plain)
+    if version == 3:
+        header = COMPRESSED_MAGIC + struct.pack("<HHQQQ", 3, method, 32 + len(payload), len(plain), digest)
+    else:
+        total = 24 + len(payload)
+        if total >= 2**32 or len(plain) >= 2**32:
+            raise BundleFormatError("bundle too large for compressed format version 2")
+        header = COMPRESSED_MAGIC + struct.pack("<HHIIQ", 2, method, total, len(plain), digest)
+    return header + payload
 
 
 @dataclasses.dataclass(frozen=True)
 class TrimResult:
     bundles: int
+    compressed_bundles: int
     entries_dropped: int
-    bytes_zeroed: int
+    bytes_zeroed: int          # plain bundles: device code zeroed in place
+    bytes_saved: int           # compressed bundles: how much smaller they became
 
 
-def _fatbin_section(f) -> tuple[int, int] | None:
+def _fatbin_location(f) -> tuple[int, int] | None:
     """(file offset, size) of `.hip_fatbin`, or None."""
     section = ELFFile(f).get_section_by_name(".hip_fatbin")
     if section is None or section["sh_type"] == "SHT_NOBITS":
@@ -109,52 +275,43 @@ def _fatbin_section(f) -> tuple[int, int] | None:
 def trim_to_target(path: Path, gpu_target: str) -> TrimResult:
     """Keep only the host entry and `gpu_target`'s device code in every bundle of a fat binary, in place.
 
-    The layout is left as it is: each bundle keeps its place and size (the host
-    code points at bundle starts), its header lists only the kept entries, and
-    the bytes of the dropped entries become zeros. The file stays the same size
-    on disk, but compresses to about one target's worth: what the wheel carries.
-    The HIP runtime picks a code object by its id in the header, so the dropped
+    Each bundle keeps its place (the host code points at bundle starts); the file
+    keeps its size. The HIP runtime picks a code object by its id, so the dropped
     targets are simply absent.
     """
-    with open(path, "r+b") as f:
-        found = _fatbin_section(f)
+    with open(path, "rb") as f:
+        found = _fatbin_location(f)
         if found is None:
-            return TrimResult(0, 0, 0)
+            return TrimResult(0, 0, 0, 0, 0)
         base, size = found
         f.seek(base)
         data = bytearray(f.read(size))
-    summary = parse_bundles(bytes(data))
-    if summary.compressed_bundles:
-        raise ValueError(f"{path}: {summary.compressed_bundles} compressed offload bundles; trimming them "
-                         "is not supported")
-    if gpu_target not in summary.targets:
+    bundles = list(iter_bundles(data))
+    targets = {e.gpu_target for b in bundles for e in b.entries if e.gpu_target}
+    if gpu_target not in targets:
         raise ValueError(f"{path} carries no device code for {gpu_target} "
-                         f"(it has {', '.join(sorted(summary.targets)) or 'none'})")
-    bundles = dropped = zeroed = 0
-    pos = data.find(MAGIC)
-    while pos >= 0:
-        (count,) = struct.unpack_from("<Q", data, pos + len(MAGIC))
-        off = pos + len(MAGIC) + 8
-        kept, gone, end = [], [], pos
-        for _ in range(count):
-            e_off, e_size, id_len = struct.unpack_from("<QQQ", data, off)
-            ident = bytes(data[off + 24:off + 24 + id_len])
-            off += 24 + id_len
-            entry = BundleEntry(ident.decode("ascii", "replace"), e_size)
-            (kept if entry.gpu_target in (None, gpu_target) else gone).append((e_off, e_size, ident))
-            end = max(end, pos + e_off + e_size)
-        header_end = off
-        header = MAGIC + struct.pack("<Q", len(kept)) + b"".join(
-            struct.pack("<QQQ", o, s, len(i)) + i for o, s, i in kept)
-        data[pos:header_end] = header + bytes(header_end - pos - len(header))
-        zeroed += header_end - pos - len(header)
-        for e_off, e_size, _ in gone:
-            data[pos + e_off:pos + e_off + e_size] = bytes(e_size)
-            zeroed += e_size
-        dropped += len(gone)
-        bundles += 1
-        pos = data.find(MAGIC, max(end, header_end))
+                         f"(it has {', '.join(sorted(targets)) or 'none'})")
+    keep = {None, gpu_target}
+    dropped = zeroed = saved = compressed = 0
+    for b in bundles:
+        if not any(e.gpu_target not in keep for e in b.entries):
+            continue
+        if not b.compressed:
+            d, z = trim_plain(data, b.start, keep)
+            dropped += d
+            zeroed += z
+            continue
+        plain = bytearray(b.plain)
+        d, _ = trim_plain(plain, 0, keep)
+        packed = compress_bundle(bytes(plain), b.version, b.method)
+        if len(packed) > b.extent:
+            raise BundleFormatError(f"{path}: the trimmed bundle at {b.start:#x} compresses to {len(packed)} "
+                                    f"bytes, more than its {b.extent}-byte place")
+        data[b.start:b.start + b.extent] = packed + bytes(b.extent - len(packed))
+        dropped += d
+        saved += b.extent - len(packed)
+        compressed += 1
     with open(path, "r+b") as f:
         f.seek(base)
         f.write(data)
-    return TrimResult(bundles, dropped, zeroed)
+    return TrimResult(len(bundles), compressed, dropped, zeroed, saved)

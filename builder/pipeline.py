@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from builder import sources, steps, targets
+from builder.cache import Cache
 from builder.environments import BuildEnvironment
 from builder.recipe import Recipe, all_steps
 
@@ -70,7 +71,7 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
 
 def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
                 environment: BuildEnvironment, out_dir: Path, build_number: int = 0,
-                echo=print) -> list[Path]:
+                envs_dir: Path | None = None, echo=print) -> list[Path]:
     """One repaired wheel per gfx target from the staged prefixes of a build."""
     from builder import wheel  # heavy imports only when wheels are made
 
@@ -79,6 +80,18 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     components = [wheel.component_from_recipe(r, trees[r.name].path) for r in recipes.values()]
     dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
     runtime_root = Path(getattr(environment, "root", Path("/")))
+    # The clean root that runs the wheel's comgr for verify lives beside the build roots.
+    envs_dir = Path(envs_dir or getattr(environment, "cache_dir", None) or Cache(None).envs)
+    env_info = environment.info()
+    build_info = {
+        "rocm_stack": env_info.get("rocm_stack"),
+        "environment": environment.identity(),
+        **{k: env_info.get(k) for k in ("hip_version", "clang_version", "glibc_version", "rocblas_version",
+                                        "hip_offload_flags")},
+        "rocblas_label": getattr(environment, "rocblas_label", "rocBLAS"),
+        "rocblas_kernel_targets": sorted(environment.rocblas_kernel_targets()),
+        "standins": env_info.get("standins", []),
+    }
     paths = []
     for target in gpu_targets:
         prefixes = {r.step: r.prefix for r in report.results if r.target in (None, target)}
@@ -87,19 +100,21 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
         path = wheel.build_wheel(
             target=target, prefixes=prefixes, tools=tools, runtime_root=runtime_root,
             components=components, out_dir=out_dir, version=app.version,
-            build_number=build_number, dlopen=dlopen, echo=echo,
+            build_number=build_number, dlopen=dlopen, build_info=build_info, echo=echo,
         )
-        verify_built_wheel(path, report, runtime_root, dlopen, echo)
+        verify_built_wheel(path, report, runtime_root, dlopen, envs_dir, echo)
         paths.append(path)
     return paths
 
 
-def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, dlopen, echo=print) -> None:
+def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, dlopen, envs_dir: Path,
+                       echo=print) -> None:
     """`moshi-build verify` on a fresh wheel; a failing one moves to OUT/rejected/ and the run ends."""
-    from builder import verify
+    from builder import code_selection, verify
     from builder.errors import WheelVerificationError
 
-    result = verify.verify_wheel(path, dlopen=dlopen, build_paths=verify.build_dirs_of(report, runtime_root))
+    result = verify.verify_wheel(path, dlopen=dlopen, build_paths=verify.build_dirs_of(report, runtime_root),
+                                 probe_root=lambda needed: code_selection.default_probe_root(needed, envs_dir, echo))
     for line in result.lines():
         echo(f"  {line}")
     echo(f"verified {path.name} in {result.seconds:.0f} s")

@@ -44,6 +44,7 @@ class GpuTarget:
     gfx_target_version: int
     runs_as: str | None = None                  # alias target under HSA_OVERRIDE_GFX_VERSION
     hsa_override_gfx_version: str | None = None
+    elf_mach: int | None = None                 # EF_AMDGPU_MACH of its code objects
 
     @property
     def override_hint(self) -> str | None:
@@ -148,6 +149,7 @@ def parse_table(data: dict, where: str) -> TargetTable:
             gfx_target_version=expected,
             runs_as=runs_as["target"] if runs_as else None,
             hsa_override_gfx_version=runs_as["hsa_override_gfx_version"] if runs_as else None,
+            elf_mach=entry.get("elf_mach"),
         ))
     names = [t.name for t in targets]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -210,6 +212,12 @@ def parse_gpu_targets(text: str) -> list[str]:
             "(`moshi-build targets` lists them)"
         )
     return names
+
+
+def elf_machs(table: TargetTable | None = None) -> dict[str, int]:
+    """{target: EF_AMDGPU_MACH} for the targets whose value is known."""
+    table = table or load_targets()
+    return {t.name: t.elf_mach for t in table if t.elf_mach is not None}
 
 
 def targets_in_family(family: str, table: TargetTable | None = None) -> list[str]:

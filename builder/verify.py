@@ -13,6 +13,12 @@ member, and the paths of the build machine any member mentions. Then:
   rpath         RPATH/RUNPATH entries are $ORIGIN-relative and stay in the wheel
   gpu-code      the libraries verify.toml names carry code objects for the target
   kernels       the kernel folder holds the target's files and no other target's
+  code-selection  the wheel's own comgr, asked what the HIP runtime asks, gives the
+                target's code object (e_flags naming it) for every bundle of every
+                fat binary and code-object file, and nothing for any other target
+  standins      generated stand-in libraries (stacks.toml) are imported only by
+                their consumer, and nothing imports the consumer's functions that
+                reach them
   build-paths   no file mentions a directory of the build machine (see
                 build_path_needles() for what counts)
   licenses      every component and system package the wheel names has its
@@ -227,6 +233,8 @@ class PathScanner:
 class ElfDetails:
     versions: dict[str, set[str]]        # needed library -> symbol versions (GLIBC_2.34, ...)
     fatbin: FatbinSummary | None
+    imports: frozenset[str] = frozenset()   # undefined dynamic symbols
+    exports: frozenset[str] = frozenset()   # defined dynamic symbols
 
 
 @dataclasses.dataclass
@@ -264,10 +272,18 @@ def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
 
     def examine(member: str, file: Path, facts: runtime.ElfInfo) -> None:
         versions: dict[str, set[str]] = {}
+        imports, exports = set(), set()
         with open(file, "rb") as f:
-            for library, version in elf_find_versioned_symbols(ELFFile(f)):
+            elf = ELFFile(f)
+            for library, version in elf_find_versioned_symbols(elf):
                 versions.setdefault(library, set()).add(version)
-        details[member] = ElfDetails(versions, fatbin_summary(file))
+            dynsym = elf.get_section_by_name(".dynsym")
+            if dynsym is not None:
+                for sym in dynsym.iter_symbols():
+                    if not sym.name:
+                        continue
+                    (imports if sym["st_shndx"] == "SHN_UNDEF" else exports).add(sym.name)
+        details[member] = ElfDetails(versions, fatbin_summary(file), frozenset(imports), frozenset(exports))
 
     report = inspect_wheel(path, scan=scan, examine=examine)
     return WheelContents(report, details, scanner, {k: v.decode("utf-8", "replace") for k, v in texts.items()})
@@ -377,6 +393,7 @@ class Context:
     policy: object | None                 # auditwheel Policy of the wheel's tag
     needles: list[str]
     generic: list[str]
+    probe_root: object | None = None      # code_selection.ProbeRoot, or callable(needed glibc) making one
 
 
 def check_runtime_info(ctx: Context) -> CheckResult:
@@ -634,8 +651,83 @@ def check_manylinux(ctx: Context) -> CheckResult:
     return _result("manylinux", problems, f"{policy.name} matches the newest symbol versions: {shown}")
 
 
-CHECKS = (check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels, check_build_paths,
-          check_licenses, check_manylinux)
+def _members_named(ctx: Context, pattern: str) -> list[str]:
+    return [m for m in sorted(ctx.contents.elf) if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), pattern)]
+
+
+def check_code_selection(ctx: Context) -> CheckResult:
+    """Ask the wheel's own comgr which code object the HIP runtime would load (code_selection.py)."""
+    from builder import code_selection
+    from builder.targets import elf_machs
+
+    target = ctx.gpu_target
+    if not target:
+        return _result("code-selection", ["the wheel's gfx target is unknown (see runtime-info)"], "")
+    fatbins = [m for m, d in ctx.contents.details.items() if d.fatbin is not None and d.fatbin.bundles]
+    comgr = _members_named(ctx, "libamd_comgr.so*")
+    package = (ctx.info or {}).get("package", ctx.spec.package)
+    rules = [r for r in ctx.spec.data_dirs if r.select == "gpu_target"]
+    kernel_folder = f"{package}/{rules[0].into}/" if rules else None
+    has_code_files = bool(kernel_folder) and any(
+        m.startswith(kernel_folder) and m.endswith((".co", ".hsaco")) for m in ctx.contents.files)
+    if not fatbins and not has_code_files:
+        return CheckResult("code-selection", True, "no device code in the wheel")
+    tags = [m for m in (_MANYLINUX.match(t) for t in ctx.contents.report.platform_tags) if m]
+    needed = max(((int(m.group(1)), int(m.group(2))) for m in tags), default=None)
+    probe_root = ctx.probe_root(needed) if callable(ctx.probe_root) else ctx.probe_root
+    if probe_root is None:
+        return _result("code-selection", ["no root filesystem to run the wheel's comgr in was given"], "")
+    sel = code_selection.check_wheel(ctx.contents.report.path, target=target, machs=elf_machs(),
+                                     comgr_member=comgr[0] if comgr else None, fatbin_members=fatbins,
+                                     kernel_folder=kernel_folder, probe_root=probe_root)
+    if sel.skipped:
+        return CheckResult("code-selection", True, sel.skipped)
+    others = len(elf_machs()) - 1
+    return _result("code-selection", sel.problems,
+                   f"the wheel's comgr gives a {target} code object for each of {sel.bundles} bundles and "
+                   f"code-object files ({sel.files} files) and nothing for {others} other targets")
+
+
+def check_standins(ctx: Context) -> CheckResult:
+    """Generated stand-ins (stacks.toml): only their consumer imports what they define, and
+    no library imports a function of the consumer that would reach them."""
+    standins = (ctx.info or {}).get("standins") or []
+    if not standins:
+        return CheckResult("standins", True, "the wheel carries no generated stand-in")
+    problems, found = [], []
+    for s in standins:
+        soname, consumer = s.get("soname", "?"), s.get("consumer", "?")
+        symbols = set(s.get("symbols", []))
+        members = _members_named(ctx, soname)
+        if not members:
+            problems.append(f"_runtime.json lists the stand-in {soname} but the wheel does not carry it")
+            continue
+        exports = ctx.contents.details[members[0]].exports
+        missing = sorted(symbols - exports)
+        if missing:
+            problems.append(f"the stand-in {soname} does not define {_count(len(missing), 'declared symbol')}, "
+                            f"e.g. {missing[0]}")
+        solver = re.compile(s.get("solver_functions") or r"(?!)")
+        for member, details in sorted(ctx.contents.details.items()):
+            name = built_name(member, ctx.libs_dir)
+            if member == members[0] or fnmatch.fnmatchcase(name, consumer):
+                continue
+            reached = sorted(details.imports & symbols)
+            if reached:
+                problems.append(f"{posixpath.basename(member)} imports {reached[0]}, which only the stand-in "
+                                f"{soname} defines (it returns {s.get('return_value')}: not implemented)")
+            calls = sorted(n for n in details.imports if solver.search(n))
+            if calls:
+                problems.append(f"{posixpath.basename(member)} imports {calls[0]} of {consumer}, which reaches "
+                                f"the stand-in {soname}")
+        found.append(f"{soname} stands in for {s.get('replaces')} ({len(symbols)} functions); only {consumer} "
+                     f"imports them, and nothing imports its solver functions")
+    return _result("standins", problems, "; ".join(found))
+
+
+CHECKS = (check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels,
+          check_code_selection, check_standins, check_build_paths, check_licenses, check_manylinux)
+
 
 
 # --------------------------------------------------------------------------- the whole job
@@ -652,11 +744,14 @@ def _runtime_info(contents: WheelContents, package: str) -> tuple[dict | None, s
 
 
 def verify_wheel(path: Path, *, dlopen: Sequence[str] = (), build_paths: Iterable[Path | str] = (),
-                 spec: RuntimeSpec | None = None, settings: VerifySettings | None = None) -> VerifyReport:
+                 spec: RuntimeSpec | None = None, settings: VerifySettings | None = None,
+                 probe_root=None) -> VerifyReport:
     """Run every check on the wheel at `path`.
 
     dlopen:      SONAMEs the recipes open with dlopen() ([runtime] dlopen), on top of runtime.toml's
     build_paths: directories of the build machine no file may mention (build_path_needles())
+    probe_root:  where the wheel's comgr can run (code_selection.ProbeRoot, or a callable that
+                 makes one from the (major, minor) glibc the wheel's tag needs, when a check needs it)
     """
     start = time.monotonic()
     path = Path(path)
@@ -668,6 +763,7 @@ def verify_wheel(path: Path, *, dlopen: Sequence[str] = (), build_paths: Iterabl
     target = info.get("gpu_target") if isinstance(info, dict) else None
     ctx = Context(contents=contents, spec=spec, settings=settings, dlopen=tuple(dlopen), info=info,
                   info_member=info_member, gpu_target=target, libs_dir=libs_dir_of(contents),
-                  policy=claimed_policy(contents.report.platform_tags), needles=needles, generic=generic)
+                  policy=claimed_policy(contents.report.platform_tags), needles=needles, generic=generic,
+                  probe_root=probe_root)
     checks = [check(ctx) for check in CHECKS]
     return VerifyReport(path, target, checks, time.monotonic() - start)

@@ -235,15 +235,19 @@ def package_scripts(package: str, points: Mapping[str, str]) -> dict[str, str]:
     return scripts
 
 
-def target_table_for_runtime() -> dict[str, dict]:
+def target_table_for_runtime(kernel_targets: Iterable[str] | None = None,
+                             rocblas_label: str = "rocBLAS") -> dict[str, dict]:
     """What `moshi-rocm doctor` needs of targets.toml, for _runtime.json: per gfx target its
     KFD gfx_target_version, example GPUs and, where one applies, the target whose code it
-    runs with HSA_OVERRIDE_GFX_VERSION."""
+    runs with HSA_OVERRIDE_GFX_VERSION; with `kernel_targets`, why a target has no wheel."""
     from builder.targets import load_targets
 
+    kernels = set(kernel_targets) if kernel_targets is not None else None
     table = {}
     for t in load_targets():
         entry = {"gfx_target_version": t.gfx_target_version, "gpus": list(t.gpus)}
+        if kernels is not None and t.name not in kernels:
+            entry["no_wheel"] = f"{rocblas_label} ships no kernels for {t.name}"
         if t.runs_as:
             entry.update(runs_as=t.runs_as, hsa_override_gfx_version=t.hsa_override_gfx_version)
         table[t.name] = entry
@@ -383,7 +387,7 @@ def _collect_sources(prefixes: Mapping[str, Path], tools_wanted: Sequence[str], 
 
 
 def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeSpec,
-                     echo: Callable[[str], None]) -> list[SystemPackage]:
+                     echo: Callable[[str], None], standins: Sequence[Mapping] = ()) -> list[SystemPackage]:
     libs = list(libs)
     if not libs:
         return []
@@ -409,7 +413,9 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
         if copyright_file is None:
             raise BuildStepError(f"package {package} (provides {', '.join(sonames)}) has no "
                                  f"/usr/share/doc/{package}/copyright in {root}")
-        expression = spec.license_for_package(package)
+        standin = next((s for s in standins if s.get("package") == package
+                        and s.get("version") == db.version(package)), None)
+        expression = standin["license"] if standin else spec.license_for_package(package)
         if expression is None:
             expression = "LicenseRef-Debian-" + re.sub(r"[^A-Za-z0-9.-]", "-", package)
             echo(f"warning: no SPDX license known for {package}; listed as {expression} "
@@ -421,7 +427,7 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
 
 def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
                   gpu_target: str, spec: RuntimeSpec, ext: Tools, log_path: Path,
-                  echo: Callable[[str], None] = print) -> Payload:
+                  echo: Callable[[str], None] = print, standins: Sequence[Mapping] = ()) -> Payload:
     runtime_root = Path(runtime_root)
     package_dir = root / spec.package
     bindir = package_dir / spec.bin_dir
@@ -513,7 +519,8 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         data_dirs[rule.name] = (source, len(keep), len(files) - len(keep))
         echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
 
-    system = _system_packages(list(closure.libraries.values()) + dlopen_sources, runtime_root, spec, echo)
+    system = _system_packages(list(closure.libraries.values()) + dlopen_sources, runtime_root, spec, echo,
+                              standins)
     trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
         if spec.trim_device_code else None
     ldpaths = list(dict.fromkeys(([trimmed_dir] if trimmed_dir else []) + dirs + closure.directories))
@@ -544,7 +551,8 @@ def _trim_device_code(closure: Closure, into: Path, gpu_target: str,
             (into / soname).symlink_to(copy.name)
         result = offload.trim_to_target(copy, gpu_target)
         echo(f"{soname}: kept {gpu_target}'s device code, dropped {result.entries_dropped} code objects of "
-             f"other targets in {result.bundles} bundles ({result.bytes_zeroed / 1e6:.0f} MB zeroed)")
+             f"other targets in {result.bundles} bundles ({result.compressed_bundles} compressed again, "
+             f"{result.bytes_saved / 1e6:.0f} MB smaller; {result.bytes_zeroed / 1e6:.0f} MB zeroed in plain ones)")
         lib.path, lib.realpath = into / soname, copy
         made = True
     return into if made else None
@@ -675,7 +683,7 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
                 components: Sequence[Component | Sequence | Mapping], out_dir: Path, version: str,
                 build_number: int = 0, dlopen: Sequence[str] = (), spec: RuntimeSpec | None = None,
                 template_dir: Path = TEMPLATE_DIR, work_dir: Path | None = None, keep_work: bool = False,
-                echo: Callable[[str], None] = print) -> Path:
+                build_info: Mapping | None = None, echo: Callable[[str], None] = print) -> Path:
     """Build, repair and check the wheel of one gfx target; returns the repaired wheel's path.
 
     prefixes:  step name -> install prefix (the target's own for per-target steps)
@@ -684,7 +692,12 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
     components: (name, version, SPDX license, license file paths) per bundled component
     version:   the main component's release; the wheel gets version_format of it
     dlopen:    extra SONAMEs opened with dlopen (the recipes' [runtime] dlopen)
+    build_info: facts of the build environment for _runtime.json (ROCm stack, versions, the
+               stand-ins it generated, rocBLAS's kernel targets)
     """
+    build_info = dict(build_info or {})
+    standins = list(build_info.pop("standins", []) or [])
+    kernel_targets = build_info.pop("rocblas_kernel_targets", None)
     spec = (spec or runtime.load_runtime_spec()).with_dlopen(dlopen)
     if not re.fullmatch(r"gfx[0-9a-f]+", target):
         raise TargetError(f"{target!r} is not a gfx target name")
@@ -713,7 +726,8 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
     try:
         # 1. payload
         payload = stage_payload(root=work / "payload", prefixes=prefixes, tools=tools, runtime_root=runtime_root,
-                                gpu_target=target, spec=spec, ext=ext, log_path=log_path, echo=echo)
+                                gpu_target=target, spec=spec, ext=ext, log_path=log_path, echo=echo,
+                                standins=standins)
         all_components = comps
         system = payload.system
         info = {
@@ -725,9 +739,12 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
                          "device_aliases": [list(a) for a in spec.device_aliases]},
             "components": [{"name": c.name, "version": c.version, "license": c.license} for c in all_components],
             "distribution_pattern": spec.distribution,
-            "targets": target_table_for_runtime(),
+            "targets": target_table_for_runtime(kernel_targets, build_info.get("rocblas_label", "rocBLAS")),
             "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
                                  "libraries": list(p.libraries)} for p in system],
+            "build": build_info,
+            # Generated libraries standing in for a package (stacks.toml), with what they define.
+            "standins": [s for s in standins if any(p.package == s.get("package") for p in system)],
         }
         (payload.package_dir / "_runtime.json").write_text(json.dumps(info, indent=2) + "\n")
         (payload.root / PAYLOAD_MARKER).write_text(json.dumps(

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -16,8 +17,8 @@ from builder import targets
 from builder.environments import (
     DebianEnvironment, DebianSession, DebianSpec, HostEnvironment, get_environment, load_config,
 )
-from builder.environments import base, debian, mounts
-from builder.errors import ConfigurationError, ToolchainError, TargetError
+from builder.environments import base, debian, mounts, stacks
+from builder.errors import ConfigurationError, PinnedPackageError, ToolchainError, TargetError
 
 REPO = Path(__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
@@ -31,47 +32,146 @@ def _script(path: Path, text: str) -> Path:
     return path
 
 
-# -- the package-list key ------------------------------------------------------------
+# -- the ROCm stacks and the root's key -----------------------------------------------
 
-def _config(**changes):
-    cfg = load_config()
-    cfg["debian"] = {**cfg["debian"], **changes}
-    return cfg
+def _stack(name: str | None = None, **changes) -> stacks.RocmStack:
+    return dataclasses.replace(stacks.get_stack(name), **changes)
 
 
-def test_key_is_stable_and_order_insensitive(tmp_path):
-    a = DebianEnvironment(tmp_path, config=_config())
-    pk = list(load_config()["debian"]["packages"])
-    b = DebianEnvironment(tmp_path, config=_config(packages=list(reversed(pk))))
+def test_key_is_stable_and_names_the_stack(tmp_path):
+    a = DebianEnvironment(tmp_path)
+    b = DebianEnvironment(tmp_path, stack=stacks.get_stack(None))
     assert a.key == b.key
     assert a.home == b.home
     assert a.home.parent == tmp_path
-    assert a.home.name == f"debian-trixie-{a.key}"
+    assert a.home.name == f"debian-rocm{stacks.default_stack_name()}-trixie-{a.key}"
+
+
+def test_each_stack_has_its_own_root(tmp_path):
+    homes = {DebianEnvironment(tmp_path, stack=name).home for name in stacks.stack_names()}
+    assert len(homes) == len(stacks.stack_names()) >= 2
 
 
 @pytest.mark.parametrize("change", [
-    {"packages": ["g++", "make"]},
-    {"extra_suite_packages": ["hipcc"]},
     {"base_suite": "forky"},
-    {"extra_suite": "experimental"},
-    {"extra_suite_priority": 500},
+    {"suites": (stacks.Suite("sid", 500),)},
+    {"hip_offload_flags": ""},
+    {"steps": ()},
 ])
-def test_key_changes_with_lists_and_suites(tmp_path, change):
-    assert DebianEnvironment(tmp_path, config=_config(**change)).key != DebianEnvironment(tmp_path).key
+def test_key_changes_with_the_stack(tmp_path, change):
+    assert DebianEnvironment(tmp_path, stack=_stack(**change)).key != DebianEnvironment(tmp_path).key
+
+
+def test_a_changed_pin_changes_the_key(tmp_path):
+    base = stacks.get_stack("7.2")
+    step = base.steps[1]
+    changed = dataclasses.replace(step, packages=(stacks.Pin("hipcc", "7.2.5"),) + step.packages[1:])
+    other = dataclasses.replace(base, steps=(base.steps[0], changed) + base.steps[2:])
+    assert DebianEnvironment(tmp_path, stack=other).key != DebianEnvironment(tmp_path, stack=base).key
 
 
 def test_check_valid_until_does_not_change_the_key(tmp_path):
     assert DebianEnvironment(tmp_path, check_valid_until=True).key == DebianEnvironment(tmp_path).key
 
 
-def test_package_lists_come_from_data():
-    spec = DebianSpec.from_config(load_config()["debian"])
-    inc = spec.include_list()
-    for p in ("hipcc", "libamdhip64-dev", "libhipblas-dev", "librocblas-dev", "rocm-cmake",
-              "libhsa-runtime64-1", "libhsa-runtime-dev", "libstdc++6", "libdrm-dev"):
-        assert f"{p}/sid" in inc
-    for p in ("cmake", "ninja-build", "g++", "make", "pkg-config", "python3", "patchelf", "file", "libsdl2-dev"):
-        assert p in inc
+def test_default_stack_is_7_2_and_both_load():
+    assert stacks.default_stack_name() == "7.2"
+    s72, s64 = stacks.get_stack("7.2"), stacks.get_stack("6.4")
+    pins72 = {p.name: p.version for p in s72.pins}
+    assert pins72["hipcc"].startswith("7.2.4") and pins72["librocblas5"].startswith("7.2.4")
+    assert pins72["clang-22"].startswith("1:22.")
+    assert [s.name for s in s72.suites] == ["sid", "experimental"]
+    assert s72.hip_offload_flags == "--offload-compress"
+    assert {"gfx942", "gfx1151", "gfx1200", "gfx1201"} <= set(s72.rocblas_targets)
+    assert not {"gfx1150", "gfx1152", "gfx1103"} & set(s72.rocblas_targets)
+    (standin,) = s72.standins
+    assert standin.soname == "librocsolver.so.0" and standin.consumer == "libhipblas.so.3"
+    assert standin.return_value == 2
+    # hipBLAS is installed only after its stand-in exists
+    order = [s.kind for s in s72.steps]
+    assert order.index("standin") < max(i for i, k in enumerate(order) if k == "install")
+    assert "gfx942" not in s64.rocblas_targets
+    with pytest.raises(ConfigurationError, match="unknown ROCm stack '5.7'"):
+        stacks.get_stack("5.7")
+
+
+def test_every_package_is_pinned_to_an_exact_version():
+    for name in stacks.stack_names():
+        for pin in stacks.get_stack(name).pins:
+            assert pin.name and pin.version and "*" not in pin.version, (name, pin)
+
+
+def test_malformed_stack_file_is_a_one_line_error(tmp_path):
+    text = (REPO / "builder" / "resources" / "stacks.toml").read_text()
+    bad = tmp_path / "stacks.toml"
+    bad.write_text(text.replace('"hipcc=7.2.4+dfsg-1~exp1"', '"hipcc"'))
+    with pytest.raises(ConfigurationError, match=r"stacks.toml: invalid at stack/7.2/step/1"):
+        stacks.load_stacks(bad)
+    bad.write_text(text.replace('default = "7.2"', 'default = "9.9"'))
+    with pytest.raises(ConfigurationError, match="default stack '9.9' is not defined"):
+        stacks.load_stacks(bad)
+    bad.write_text(text.replace('  "make=4.4.1-2",\n', '  "make=4.4.1-2",\n  "make=4.4.1-3",\n', 1))
+    with pytest.raises(ConfigurationError, match="pins these packages twice: make"):
+        stacks.load_stacks(bad)
+
+
+MADISON = """\
+     hipcc | 7.2.4+dfsg-1~exp1 | http://mirror.invalid/debian experimental/main amd64 Packages
+     hipcc |  7.0.2+dfsg-3 | http://mirror.invalid/debian sid/main amd64 Packages
+     hipcc | 5.7.1-6+deb13u1 | http://mirror.invalid/debian trixie/main amd64 Packages
+ xz-utils | 5.8.1-1+deb13u2 | http://mirror.invalid/debian trixie/main amd64 Packages
+ xz-utils | 5.8.1-1+deb13u2 | http://security.invalid/debian-security trixie-security/main amd64 Packages
+"""
+
+
+def test_madison_output_is_read():
+    offers = stacks.parse_madison(MADISON)
+    assert offers["hipcc"] == [("7.2.4+dfsg-1~exp1", "experimental"), ("7.0.2+dfsg-3", "sid"),
+                               ("5.7.1-6+deb13u1", "trixie")]
+    assert offers["xz-utils"] == [("5.8.1-1+deb13u2", "trixie"), ("5.8.1-1+deb13u2", "trixie-security")]
+
+
+def test_a_pin_the_archive_no_longer_serves_is_named_with_what_it_offers():
+    pins = [stacks.Pin("hipcc", "7.2.4+dfsg-1~exp1"), stacks.Pin("xz-utils", "5.8.1-1+deb13u2")]
+    assert stacks.missing_pins(pins, MADISON) == []
+    gone = [stacks.Pin("hipcc", "6.4.3-1"), stacks.Pin("libfoo1", "1.0")]
+    assert stacks.missing_pins(gone, MADISON) == [
+        "hipcc: pinned 6.4.3-1, the archive offers 7.2.4+dfsg-1~exp1 (experimental), 7.0.2+dfsg-3 (sid), "
+        "5.7.1-6+deb13u1 (trixie)",
+        "libfoo1: pinned 1.0, the archive offers nothing"]
+    stack = _stack("7.2", steps=(stacks.InstallStep("x", tuple(gone)),))
+    with pytest.raises(PinnedPackageError) as e:
+        stacks.check_pins(stack, MADISON)
+    assert "\n" not in str(e.value) and "hipcc: pinned 6.4.3-1" in str(e.value)
+    assert e.value.return_code == 14
+
+
+def test_standin_is_generated_from_the_consumers_undefined_names():
+    nm = ("                 U rocsolver_sgetrf\n                 U rocsolver_dgels@ROCSOLVER_0\n"
+          "                 U rocblas_sgemm\n                 w __gmon_start__\n")
+    assert stacks.undefined_symbols(nm, "rocsolver_") == ["rocsolver_dgels", "rocsolver_sgetrf"]
+    (step,) = stacks.get_stack("7.2").standins
+    src = stacks.standin_source(step, ["rocsolver_dgels", "rocsolver_sgetrf"])
+    assert "STANDIN rocsolver_sgetrf(void) { return 2; }" in src
+    control = stacks.standin_control(step, "amd64")
+    assert "Package: librocsolver0\nVersion: 7.2.4-1~exp1+moshibuild1\n" in control
+    assert "stand-in" in stacks.standin_copyright(step)
+    record = step.record(["rocsolver_sgetrf"])
+    assert record["consumer"] == "libhipblas.so.3" and record["symbols"] == ["rocsolver_sgetrf"]
+
+
+@pytest.mark.skipif(not shutil.which("gcc") or not shutil.which("nm"), reason="needs gcc and nm")
+def test_standin_compiles_and_returns_not_implemented(tmp_path):
+    (step,) = stacks.get_stack("7.2").standins
+    (tmp_path / "s.c").write_text(stacks.standin_source(step, ["rocsolver_sgetrf", "rocsolver_dgels"]))
+    lib = tmp_path / "librocsolver.so.0"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wl,-soname,librocsolver.so.0", "-o", str(lib),
+                    str(tmp_path / "s.c")], check=True)
+    import ctypes
+    so = ctypes.CDLL(str(lib))
+    assert so.rocsolver_sgetrf(1, 2, 3) == 2
+    defined = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
+    assert "rocsolver_dgels" in defined
 
 
 def test_mmdebstrap_argv(tmp_path):
@@ -82,6 +182,8 @@ def test_mmdebstrap_argv(tmp_path):
     assert '--aptopt=Acquire::Check-Valid-Until "false"' in argv
     assert '--aptopt=APT::Default-Release "trixie"' in argv
     assert any(a.startswith("--setup-hook=") for a in argv)
+    # The stack's steps install everything after mmdebstrap, with exact versions.
+    assert not any(a.startswith("--include") for a in argv)
     # No mirror is named: mmdebstrap uses its default.
     assert not any("://" in a for a in argv)
     checked = DebianEnvironment(tmp_path, check_valid_until=True).mmdebstrap_argv(tmp_path / "r")
@@ -90,13 +192,13 @@ def test_mmdebstrap_argv(tmp_path):
 
 def test_no_registry_host_names_in_the_sources():
     for path in list((REPO / "builder" / "environments").glob("*.py")) + [
-            REPO / "builder" / "resources" / "environments.toml"]:
+            REPO / "builder" / "resources" / "environments.toml", REPO / "builder" / "resources" / "stacks.toml"]:
         text = path.read_text()
         assert "deb.debian.org" not in text and "http://" not in text and "https://" not in text, path
 
 
 @pytest.mark.parametrize("fmt", ["one-line", "deb822"])
-def test_setup_hook_adds_sid_and_pins_it(tmp_path, fmt):
+def test_setup_hook_adds_the_stacks_suites_and_pins_them(tmp_path, fmt):
     root = tmp_path / "root"
     apt = root / "etc" / "apt"
     (apt / "sources.list.d").mkdir(parents=True)
@@ -108,27 +210,41 @@ def test_setup_hook_adds_sid_and_pins_it(tmp_path, fmt):
     else:
         (apt / "sources.list.d" / "debian.sources").write_text(
             "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: trixie trixie-updates\nComponents: main\n")
-    hook = DebianSpec.from_config(load_config()["debian"]).setup_hook()
+    hook = DebianSpec(stacks.get_stack("7.2")).setup_hook()
     subprocess.run(["sh", "-c", hook, "exec", str(root)], check=True)
     if fmt == "one-line":
         lines = (apt / "sources.list").read_text().splitlines()
-        assert lines[:2] == ["deb http://mirror.invalid/debian trixie main",
-                             "deb http://mirror.invalid/debian sid main"]
-        assert len(lines) == 4
+        assert lines[:3] == ["deb http://mirror.invalid/debian trixie main",
+                             "deb http://mirror.invalid/debian sid main",
+                             "deb http://mirror.invalid/debian experimental main"]
+        assert len(lines) == 5
     else:
-        assert "Suites: trixie sid trixie-updates" in (apt / "sources.list.d" / "debian.sources").read_text()
-    pin = (apt / "preferences.d" / "50-moshi-build-sid.pref").read_text()
-    assert pin == "Package: *\nPin: release n=sid\nPin-Priority: 100\n"
+        assert "Suites: trixie sid experimental trixie-updates" in (
+            apt / "sources.list.d" / "debian.sources").read_text()
+    pin = (apt / "preferences.d" / "50-moshi-build.pref").read_text()
+    assert pin == ("Package: *\nPin: release n=sid\nPin-Priority: 100\n\n"
+                   "Package: *\nPin: release n=experimental\nPin-Priority: 50\n")
 
 
 def test_setup_hook_fails_without_a_base_suite_line(tmp_path):
     apt = tmp_path / "etc" / "apt"
     apt.mkdir(parents=True)
     (apt / "sources.list").write_text("deb http://mirror.invalid/debian bookworm main\n")
-    hook = DebianSpec.from_config(load_config()["debian"]).setup_hook()
+    hook = DebianSpec(stacks.get_stack("7.2")).setup_hook()
     r = subprocess.run(["sh", "-c", hook, "exec", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode != 0
     assert "no trixie line" in r.stderr
+
+
+def test_targets_before_the_root_exists_come_from_the_stack(tmp_path):
+    env = DebianEnvironment(tmp_path, stack="7.2")
+    assert env.supported_gpu_targets() is None
+    assert "gfx1201" in env.rocblas_kernel_targets()
+    targets.check_targets(["gfx1201", "gfx942", "gfx1151"], env)
+    with pytest.raises(TargetError, match="gfx1150: rocBLAS of ROCm stack 7.2 ships no kernels for it"):
+        targets.check_targets(["gfx1150"], env)
+    with pytest.raises(TargetError, match="gfx942: rocBLAS of ROCm stack 6.4 ships no kernels"):
+        targets.check_targets(["gfx942"], DebianEnvironment(tmp_path, stack="6.4"))
 
 
 def test_not_created_environment(tmp_path):
@@ -143,9 +259,10 @@ def test_not_created_environment(tmp_path):
 
 # -- atomic creation with a stand-in mmdebstrap ------------------------------------------
 
-FAKE_INFO = {"probe_version": base.PROBE_VERSION, "hip_version": "6.4.43484", "clang_version": "21.1.8",
-             "compiler_gpu_targets": ["gfx1100", "gfx942"], "rocblas_kernel_targets": ["gfx1100"],
-             "glibc_version": "2.41", "installed_packages": {"librocblas4": "6.4.4-4"}}
+FAKE_INFO = {"probe_version": base.PROBE_VERSION, "hip_version": "7.2.53211", "clang_version": "22.1.8",
+             "compiler_gpu_targets": ["gfx1100", "gfx942"],
+             "rocblas_kernel_targets": sorted(stacks.get_stack(None).rocblas_targets),
+             "glibc_version": "2.41", "installed_packages": {"librocblas5": "7.2.4-1~exp1"}}
 
 
 @pytest.fixture
@@ -164,6 +281,8 @@ def fake_mmdebstrap(tmp_path, monkeypatch):
         """)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(DebianEnvironment, "_probe", lambda self, root: dict(FAKE_INFO))
+    # The stack's apt steps need a real root and the archive: the slow tier runs them.
+    monkeypatch.setattr(DebianEnvironment, "_fill", lambda self, root, logf: None)
     return bindir
 
 
@@ -175,15 +294,15 @@ def test_creation_renames_into_place(tmp_path, fake_mmdebstrap, monkeypatch):
     env.ensure()
     assert env.exists()
     assert (env.root / "usr/bin/marker").read_text() == "hello\n"
-    assert json.loads(env.info_path.read_text())["hip_version"] == "6.4.43484"
-    assert json.loads((env.home / "spec.json").read_text())["base_suite"] == "trixie"
+    assert json.loads(env.info_path.read_text())["hip_version"] == "7.2.53211"
+    assert json.loads((env.home / "spec.json").read_text())["stack"]["base_suite"] == "trixie"
     assert [p.name for p in envs.iterdir() if p.name.endswith(".tmp")] == []
     assert env.supported_gpu_targets() == {"gfx1100", "gfx942"}
-    assert env.rocblas_label == "Debian's rocBLAS 6.4"
-    assert json.loads((env.home / "packages.json").read_text()) == {"librocblas4": "6.4.4-4"}
+    assert env.rocblas_label == "Debian's rocBLAS 7.2"
+    assert json.loads((env.home / "packages.json").read_text()) == {"librocblas5": "7.2.4-1~exp1"}
     assert "installed_packages" not in env.info()
     ident = env.identity()
-    assert ident.startswith(f"debian-trixie-{env.key}-") and ident == DebianEnvironment(envs).identity()
+    assert ident.startswith(f"debian-rocm7.2-trixie-{env.key}-") and ident == DebianEnvironment(envs).identity()
     # A second ensure() reuses it.
     monkeypatch.setenv("FAKE_MODE", "fail")
     env.ensure()

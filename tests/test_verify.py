@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import pipeline, verify
+from builder import code_selection, offload, pipeline, verify
 from builder.errors import WheelVerificationError
+from builder.offload import compress_bundle
+from builder.targets import elf_machs
 from tests.test_offload import bundle
 
 ARCH = platform.machine()
@@ -41,12 +43,19 @@ pytestmark = pytest.mark.skipif(
 
 # --------------------------------------------------------------------------- real ELF files
 
-def fatbin_source(targets: dict[str, int]) -> str:
+def code_object(target: str, size: int = 64) -> bytes:
+    """An ELF64 header whose e_flags name `target` (EF_AMDGPU_MACH), padded to `size`."""
+    head = bytearray(b"\x7fELF\x02\x01\x01" + bytes(57))
+    head[48:52] = (elf_machs()[target] | 0x300).to_bytes(4, "little")   # xnack/sramecc bits set: ignored
+    return bytes(head) + bytes([len(target)]) * (size - 64)
+
+
+def fatbin_source(targets: dict[str, int], compress: bool = False) -> str:
     """C source of a .hip_fatbin section: one offload bundle with a host entry and one code object per target."""
     entries = {"host-x86_64-unknown-linux-gnu-": b""}
     for target, size in targets.items():
-        entries[HIPV4 + target] = b"\x7fELF" + bytes([len(target)]) * (size - 4)
-    data = bundle(entries)
+        entries[HIPV4 + target] = code_object(target, size)
+    data = compress_bundle(bundle(entries), 3, 1) if compress else bundle(entries)
     return ('__attribute__((section(".hip_fatbin"), used, aligned(4096))) '
             f"static const unsigned char fatbin[{len(data)}] = {{{', '.join(map(str, data))}}};\n")
 
@@ -74,9 +83,15 @@ def elf(tmp_path_factory):
     f = {}
     f["hip"] = gcc(d / "libamdhip64-1a2b3c4d.so.6", "int hipInit(int f) { return f; }\n")
     f["comgr"] = gcc(d / "libamd_comgr.so.3", "int amd_comgr_get_version(void) { return 3; }\n")
-    f["rocblas"] = gcc(d / "librocblas-5e6f7a8b.so.4", fatbin_source({"gfx1030": 64, "gfx1100": 96})
-                       + "int hipInit(int); int rocblas_create_handle(void) { return hipInit(0); }\n",
+    rocblas_src = "int hipInit(int); int rocblas_create_handle(void) { return hipInit(0); }\n"
+    f["rocblas"] = gcc(d / "librocblas-5e6f7a8b.so.4", fatbin_source({"gfx1100": 96}, compress=True) + rocblas_src,
                        libs=(f["hip"],))
+    # rocBLAS as Debian ships it (two targets), and with the target's entry dropped
+    f["rocblas-untrimmed"] = gcc(d / "untrimmed" / "librocblas-5e6f7a8b.so.4",
+                                 fatbin_source({"gfx1030": 64, "gfx1100": 96}, compress=True) + rocblas_src,
+                                 libs=(f["hip"],))
+    f["rocblas-no-target"] = gcc(d / "no-target" / "librocblas-5e6f7a8b.so.4",
+                                 fatbin_source({}, compress=True) + rocblas_src, libs=(f["hip"],))
     core = "int demo_core(void) { return 42; }\n"
     f["core"] = gcc(d / "libdemo-core.so", core)
     hip_src = "int demo_core(void); int rocblas_create_handle(void);\n" \
@@ -133,7 +148,9 @@ def members(elf: dict) -> dict[str, bytes | Path]:
         f"{LIBS}/librocblas-5e6f7a8b.so.4": elf["rocblas"],
         f"{LIBS}/libamd_comgr.so.3": elf["comgr"],
         f"{PKG}/rocblas/library/TensileLibrary_Type_HH_Contraction_gfx1100.dat": b"kernels for gfx1100",
-        f"{PKG}/rocblas/library/Kernels.so-000-gfx1100.hsaco": b"\x7fELF code object",
+        f"{PKG}/rocblas/library/Kernels.so-000-gfx1100.hsaco": code_object("gfx1100", 80),
+        f"{PKG}/rocblas/library/TensileLibrary_Type_HH_Contraction_gfx1100.co": compress_bundle(
+            bundle({"host-x86_64-unknown-linux-gnu-": b"", HIPV4 + "gfx1100": code_object("gfx1100", 96)}), 3, 1),
         f"{PKG}/rocblas/library/TensileLibrary_Type_HH_Contraction_fallback.dat": b"any target",
         f"{DIST_INFO}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\n"
                               f"Tag: py3-none-{TAG}\n".encode(),
@@ -161,8 +178,31 @@ def pack(directory: Path, content: dict[str, bytes | Path], tag: str = TAG) -> P
     return path
 
 
+def offload_reader_probe(manifest_argv: list[str]):
+    """Stands in for the wheel's comgr in these fast tests (their comgr is a gcc-built dummy):
+    answers each question from builder/offload.py's reading of the bundle. The slow tier asks
+    the real libamd_comgr of a real wheel (tests/test_pipeline.py)."""
+    _, _, manifest_path, result_path = manifest_argv
+    manifest = json.loads(Path(manifest_path).read_text())
+    results = []
+    for entry in manifest["bundles"]:
+        (b,) = list(offload.iter_bundles(Path(entry["path"]).read_bytes()))
+        answers = {}
+        for isa in entry["isas"]:
+            co = b.code_object(isa) or b""
+            answers[isa] = {"size": len(co), "e_flags": int.from_bytes(co[48:52], "little") if co else None}
+        results.append({"path": entry["path"], "answers": answers})
+    Path(result_path).write_text(json.dumps({"results": results}))
+    return subprocess.CompletedProcess(manifest_argv, 0, "", "")
+
+
+def fake_probe_root() -> code_selection.ProbeRoot:
+    return code_selection.ProbeRoot(Path("/"), offload_reader_probe)
+
+
 def check(tmp_path: Path, content: dict, tag: str = TAG, **kwargs) -> dict[str, verify.CheckResult]:
     kwargs.setdefault("dlopen", ["libamd_comgr.so.3"])
+    kwargs.setdefault("probe_root", fake_probe_root())
     kwargs.setdefault("build_paths", [tmp_path / "build-cache"])
     report = verify.verify_wheel(pack(tmp_path / "wheelhouse", content, tag), **kwargs)
     print("\n".join(report.lines()))
@@ -177,12 +217,16 @@ def failing(results: dict[str, verify.CheckResult]) -> dict[str, str]:
 
 def test_good_wheel_passes_every_check(tmp_path, elf):
     results = check(tmp_path, members(elf))
-    assert list(results) == ["runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels", "build-paths",
-                             "licenses", "manylinux"]
+    assert list(results) == ["runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
+                             "code-selection", "standins", "build-paths", "licenses", "manylinux"]
     assert failing(results) == {}
     assert results["gpu-code"].line == ("PASS gpu-code: libggml-hip.so 0.0 MB for gfx1100 in 1 bundle; "
-                                        "librocblas-5e6f7a8b.so.4 0.0 MB for gfx1100 in 1 bundle (+1 other target)")
-    assert results["kernels"].line == ("PASS kernels: moshi_rocm/rocblas/library/: 2 gfx1100 files, "
+                                        "librocblas-5e6f7a8b.so.4 0.0 MB for gfx1100 in 1 bundle")
+    assert results["code-selection"].line == (
+        "PASS code-selection: the wheel's comgr gives a gfx1100 code object for each of 4 bundles and "
+        "code-object files (4 files) and nothing for 13 other targets")
+    assert results["standins"].line == "PASS standins: the wheel carries no generated stand-in"
+    assert results["kernels"].line == ("PASS kernels: moshi_rocm/rocblas/library/: 3 gfx1100 files, "
                                        "1 for any target")
     assert results["elf-closure"].line.endswith(f"allow-list; dlopen'd: libamd_comgr.so.3")
     assert results["manylinux"].line.startswith(f"PASS manylinux: {TAG} matches the newest symbol versions: GLIBC_2.34")
@@ -274,8 +318,10 @@ def test_build_directory_named_by_the_caller(tmp_path, elf):
 def test_code_object_of_another_target(tmp_path, elf):
     content = members(elf)
     content[f"{PKG}/bin/libggml-hip.so"] = elf["ggml-hip-gfx1030"]
-    assert failing(check(tmp_path, content)) == {"gpu-code": (
-        "FAIL gpu-code: libggml-hip.so carries code objects for gfx1030, none for gfx1100")}
+    assert failing(check(tmp_path, content)) == {
+        "gpu-code": "FAIL gpu-code: libggml-hip.so carries code objects for gfx1030, none for gfx1100",
+        "code-selection": "FAIL code-selection: libggml-hip.so bundle 0: comgr finds no gfx1100 code object; "
+                          "libggml-hip.so bundle 0: comgr also finds a gfx1030 code object (128 bytes)"}
 
 
 def test_missing_license(tmp_path, elf):
@@ -316,7 +362,13 @@ def run_cli(argv: list[str]) -> int:
     return 0
 
 
-def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys):
+@pytest.fixture
+def offload_reader_for_comgr(monkeypatch):
+    """The CLI and the pipeline make their own probe root: give them the stand-in reader."""
+    monkeypatch.setattr(code_selection, "default_probe_root", lambda *a, **k: fake_probe_root())
+
+
+def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys, offload_reader_for_comgr):
     good = pack(tmp_path / "good", members(elf))
     content = members(elf)
     content[f"{PKG}/bin/libggml-hip.so"] = elf["ggml-hip-gfx1030"]
@@ -325,17 +377,18 @@ def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(good.name + " (gfx1100, ")
     assert [l.split(":")[0] for l in out[1:]] == [f"  PASS {c}" for c in ("runtime-info", "elf-closure", "rpath",
-                                                  "backends", "gpu-code", "kernels", "build-paths", "licenses", "manylinux")]
+                                                  "backends", "gpu-code", "kernels", "code-selection", "standins", "build-paths",
+                                                  "licenses", "manylinux")]
     assert run_cli(["verify", "--json", str(good), str(bad)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
     assert [w["ok"] for w in doc["wheels"]] == [True, False]
     failed = [c for c in doc["wheels"][1]["checks"] if not c["ok"]]
-    assert [c["check"] for c in failed] == ["gpu-code"]
+    assert [c["check"] for c in failed] == ["gpu-code", "code-selection"]
     assert failed[0]["problems"] == ["libggml-hip.so carries code objects for gfx1030, none for gfx1100"]
 
 
-def test_pipeline_rejects_a_failing_wheel(tmp_path, elf):
+def test_pipeline_rejects_a_failing_wheel(tmp_path, elf, offload_reader_for_comgr):
     """What make_wheels() runs after each build_wheel(): a failing wheel ends the run, moved aside."""
     content = members(elf)
     content[f"{PKG}/bin/libdemo-core.so"] = elf["core-build-path"]
@@ -344,10 +397,120 @@ def test_pipeline_rejects_a_failing_wheel(tmp_path, elf):
     lines = []
     with pytest.raises(WheelVerificationError, match=r"fails verification \(build-paths: paths of the build "
                                                      r"machine in 1 file: .*rejected") as e:
-        pipeline.verify_built_wheel(path, report, Path("/"), ["libamd_comgr.so.3"], echo=lines.append)
+        pipeline.verify_built_wheel(path, report, Path("/"), ["libamd_comgr.so.3"], tmp_path / "envs",
+                                    echo=lines.append)
     assert e.value.return_code == 13
     assert not path.exists() and (path.parent / "rejected" / path.name).exists()
     assert any(l.startswith("  FAIL build-paths:") for l in lines)
     good = pack(tmp_path / "wheelhouse", members(elf))
-    pipeline.verify_built_wheel(good, report, Path("/"), ["libamd_comgr.so.3"], echo=lines.append)
+    pipeline.verify_built_wheel(good, report, Path("/"), ["libamd_comgr.so.3"], tmp_path / "envs",
+                                echo=lines.append)
     assert good.exists()
+
+
+# --------------------------------------------------------------------------- code selection
+
+def test_a_fat_binary_with_other_targets_fails_code_selection(tmp_path, elf):
+    content = members(elf)
+    content[f"{LIBS}/librocblas-5e6f7a8b.so.4"] = elf["rocblas-untrimmed"]
+    assert failing(check(tmp_path, content)) == {"code-selection": (
+        "FAIL code-selection: librocblas-5e6f7a8b.so.4 bundle 0: comgr also finds a gfx1030 code object "
+        "(64 bytes)")}
+
+
+def test_a_bundle_without_the_targets_entry_fails(tmp_path, elf):
+    content = members(elf)
+    content[f"{LIBS}/librocblas-5e6f7a8b.so.4"] = elf["rocblas-no-target"]
+    failed = failing(check(tmp_path, content))
+    assert failed["code-selection"] == ("FAIL code-selection: librocblas-5e6f7a8b.so.4 bundle 0: comgr finds "
+                                        "no gfx1100 code object")
+
+
+def test_a_code_object_file_of_the_wrong_kind_fails(tmp_path, elf):
+    content = members(elf)
+    content[f"{PKG}/rocblas/library/Kernels.so-000-gfx1100.hsaco"] = code_object("gfx1101", 80)
+    assert failing(check(tmp_path, content))["code-selection"] == (
+        "FAIL code-selection: Kernels.so-000-gfx1100.hsaco: e_flags 0x346, not EF_AMDGPU_MACH 0x41 of gfx1100")
+
+
+def test_judge_reads_comgrs_answers():
+    refs = [code_selection.BundleRef("pkg/bin/libggml-hip.so", 0, "/x/0", True),
+            code_selection.BundleRef("pkg/bin/libggml-hip.so", 1, "/x/1", False)]
+    good = {"gfx1201": {"size": 10, "e_flags": 0x4E}, "gfx1200": {"size": 0, "e_flags": None}}
+    assert code_selection.judge(refs, [good, good], {}, "gfx1201", elf_machs()) == []
+    wrong = {"gfx1201": {"size": 10, "e_flags": 0x48}, "gfx1200": {"size": 0}}
+    failed = {"gfx1201": {"size": 0, "error": "do_action(UNBUNDLE): comgr status 2"}, "gfx1200": {"size": 0}}
+    assert code_selection.judge(refs, [wrong, failed], {}, "gfx1201", elf_machs()) == [
+        "libggml-hip.so bundle 0: the gfx1201 code object's e_flags are 0x48, not EF_AMDGPU_MACH 0x4e",
+        "libggml-hip.so bundle 1: comgr finds no gfx1201 code object (do_action(UNBUNDLE): comgr status 2)"]
+
+
+# --------------------------------------------------------------------------- stand-ins
+
+STANDIN = {
+    "package": "librocsolver0", "version": "7.2.4-1~exp1+moshibuild1", "soname": "librocsolver.so.0",
+    "replaces": "rocSOLVER 7.2.4", "consumer": "libhipblas.so.3", "return_value": 2, "license": "MIT",
+    "solver_functions": "^hipblas[SDCZ](getrf|getrs|getri|geqrf|gels)",
+    "symbols": ["rocsolver_sgetrf", "rocsolver_dgels"],
+}
+
+
+@pytest.fixture(scope="module")
+def standin_elf(tmp_path_factory, elf):
+    d = tmp_path_factory.mktemp("standin")
+    f = {"solver": gcc(d / "librocsolver-0a1b2c3d.so.0", "int rocsolver_sgetrf(void) { return 2; }\n"
+                       "int rocsolver_dgels(void) { return 2; }\n")}
+    f["hipblas"] = gcc(d / "libhipblas-4e5f6a7b.so.3", "int rocsolver_sgetrf(void);\n"
+                       "int hipblasSgetrf(void) { return rocsolver_sgetrf(); }\nint hipblasSgemm(void) { return 0; }\n",
+                       libs=(f["solver"],))
+    hip_src = ("int demo_core(void); int rocblas_create_handle(void); int hipblasSgemm(void);\n"
+               "int ggml_backend_init(void) { return demo_core() + rocblas_create_handle() + hipblasSgemm(); }\n")
+    libs = (elf["core"], elf["rocblas"], elf["hip"], f["hipblas"])
+    f["ggml-hip"] = gcc(d / "ok" / "libggml-hip.so", fatbin_source({"gfx1100": 128}) + hip_src, libs=libs,
+                        rpath=f"$ORIGIN:$ORIGIN/../../{LIBS}")
+    f["ggml-hip-solver"] = gcc(d / "solver" / "libggml-hip.so", fatbin_source({"gfx1100": 128}) + hip_src
+                               + "int hipblasSgetrf(void); int solve(void) { return hipblasSgetrf(); }\n",
+                               libs=libs, rpath=f"$ORIGIN:$ORIGIN/../../{LIBS}")
+    f["ggml-hip-direct"] = gcc(d / "direct" / "libggml-hip.so", fatbin_source({"gfx1100": 128}) + hip_src
+                               + "int rocsolver_dgels(void); int solve(void) { return rocsolver_dgels(); }\n",
+                               libs=libs + (f["solver"],), rpath=f"$ORIGIN:$ORIGIN/../../{LIBS}")
+    return f
+
+
+def standin_members(elf, standin_elf, ggml_hip: str = "ggml-hip") -> dict:
+    content = members(elf)
+    info = runtime_json()
+    info["standins"] = [STANDIN]
+    info["system_packages"] += [
+        {"package": "librocsolver0", "version": STANDIN["version"], "license": "MIT", "libraries": ["librocsolver.so.0"]},
+        {"package": "libhipblas3", "version": "7.2.4-1~exp1", "license": "MIT", "libraries": ["libhipblas.so.3"]}]
+    content[f"{PKG}/_runtime.json"] = json.dumps(info).encode()
+    content[f"{LIBS}/librocsolver-0a1b2c3d.so.0"] = standin_elf["solver"]
+    content[f"{LIBS}/libhipblas-4e5f6a7b.so.3"] = standin_elf["hipblas"]
+    content[f"{PKG}/bin/libggml-hip.so"] = standin_elf[ggml_hip]
+    for extra in ("LICENSES/system/librocsolver0/copyright", "LICENSES/system/libhipblas3/copyright"):
+        content[f"{DIST_INFO}/licenses/{extra}"] = b"copyright\n"
+    meta = content[f"{DIST_INFO}/METADATA"].decode() + "".join(
+        f"License-File: LICENSES/system/{p}/copyright\n" for p in ("librocsolver0", "libhipblas3"))
+    content[f"{DIST_INFO}/METADATA"] = meta.encode()
+    return content
+
+
+def test_standin_imported_only_by_its_consumer_passes(tmp_path, elf, standin_elf):
+    results = check(tmp_path, standin_members(elf, standin_elf))
+    assert failing(results) == {}
+    assert results["standins"].line == (
+        "PASS standins: librocsolver.so.0 stands in for rocSOLVER 7.2.4 (2 functions); only libhipblas.so.3 "
+        "imports them, and nothing imports its solver functions")
+
+
+def test_a_library_calling_a_solver_function_fails_standins(tmp_path, elf, standin_elf):
+    failed = failing(check(tmp_path, standin_members(elf, standin_elf, "ggml-hip-solver")))
+    assert failed == {"standins": "FAIL standins: libggml-hip.so imports hipblasSgetrf of libhipblas.so.3, which "
+                                  "reaches the stand-in librocsolver.so.0"}
+
+
+def test_a_library_importing_the_standin_directly_fails(tmp_path, elf, standin_elf):
+    failed = failing(check(tmp_path, standin_members(elf, standin_elf, "ggml-hip-direct")))
+    assert failed["standins"] == ("FAIL standins: libggml-hip.so imports rocsolver_dgels, which only the "
+                                  "stand-in librocsolver.so.0 defines (it returns 2: not implemented)")

@@ -36,12 +36,25 @@ def info_lines(info: dict, package_dir=PACKAGE_DIR) -> list:
     lines.append("components:")
     for c in info.get("components", []):
         lines.append("  %s %s (%s)" % (c.get("name"), c.get("version"), c.get("license")))
+    build = info.get("build") or {}
+    if build.get("rocm_stack"):
+        lines.append("built with: ROCm stack %s (HIP %s, clang %s, rocBLAS %s, glibc %s)" % (
+            build.get("rocm_stack"), build.get("hip_version"), build.get("clang_version"),
+            build.get("rocblas_version"), build.get("glibc_version")))
     packages = info.get("system_packages", [])
+    standins = {s.get("package"): s for s in info.get("standins", [])}
     if packages:
         lines.append("system libraries (distribution packages):")
         for p in packages:
             lines.append("  %s %s (%s): %s" % (p.get("package"), p.get("version"), p.get("license"),
                                               ", ".join(p.get("libraries", []))))
+            s = standins.get(p.get("package"))
+            if s:
+                lines.append("    a generated STAND-IN, not %s: its %d %s* functions return %s "
+                             "(not implemented); only %s links it, for functions the tools never call"
+                             % (s.get("replaces"), len(s.get("symbols", [])),
+                                (s.get("symbols") or ["?"])[0].split("_")[0] + "_", s.get("return_value"),
+                                s.get("consumer")))
     return lines
 
 

@@ -162,6 +162,9 @@ def judge(gpu: Gpu, info: dict, override: Optional[str]) -> Tuple[str, str]:
     if runs_as and version:
         return "other", ("this wheel carries %s code: pip install %s and export %s=%s"
                          % (wheel_target, _distribution(info, runs_as), OVERRIDE_ENV, version))
+    if entry.get("no_wheel"):
+        return "other", ("this wheel carries %s code, and there is no moshi-rocm wheel for %s (%s); "
+                         "the tools run on the CPU with -d CPU" % (wheel_target, gpu.target, entry["no_wheel"]))
     return "other", "this wheel carries %s code: pip install %s" % (wheel_target, _distribution(info, gpu.target))
 
 
