@@ -15,7 +15,7 @@ from builder.cache import Cache
 from builder.errors import ConfigurationError, FatalError, InterruptedByUser
 from builder.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application
 from builder import pipeline, sizes, sources
-from builder.environments import default_stack_name, get_environment, stack_names
+from builder.environments import default_stack_name, get_environment, get_stack, stack_names
 from builder.targets import parse_gpu_targets, targets_table
 
 
@@ -235,14 +235,18 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, recipes_dir):
 @env_options
 def targets_cmd(environment):
     """List the gfx targets: example GPUs, and whether the environment can build them."""
-    rows = targets_table(environment if environment.exists() else None)
+    rows = targets_table(environment)
     label = {True: "yes", False: "no", None: "?"}
+    stack = getattr(environment, "stack", None)
+    if stack is not None:
+        click.echo(f"ROCm stack {stack.name}: {stack.summary}")
     click.echo(f"{'target':<9} {'family':<8} {'compiler':<9} {'kernels':<8} example GPUs")
     for row in rows:
         click.echo(f"{row.target:<9} {row.family:<8} {label[row.compiler]:<9} {label[row.kernels]:<8} "
                    f"{', '.join(row.gpus)}")
     if not environment.exists():
-        click.echo("(? = unknown until the build environment exists: moshi-build env create)")
+        click.echo("(kernels: from the stack's data; compiler ? = unknown until the build environment exists: "
+                   "moshi-build env create)")
 
 
 @cli.command("matrix")
@@ -251,11 +255,15 @@ def targets_cmd(environment):
               help="A GPU family, e.g. rdna3 (repeatable, or \"rdna3;rdna2\"): its targets with code of their own.")
 @click.option("--github-output", is_flag=True,
               help="Also append matrix=<json> to the file named by $GITHUB_OUTPUT.")
-def matrix_cmd(gpu_targets, families, github_output):
+@rocm_option
+def matrix_cmd(gpu_targets, families, github_output, rocm):
     """Print the GitHub Actions build matrix (JSON) for the given targets or families."""
     from builder import matrix
 
-    gh_matrix = matrix.github_matrix(matrix.resolve_targets(gpu_targets, families))
+    stack = get_stack(rocm)
+    gh_matrix = matrix.github_matrix(matrix.resolve_targets(
+        gpu_targets, families, kernel_targets=set(stack.rocblas_targets),
+        rocblas_label=f"rocBLAS of ROCm stack {stack.name}"))
     if github_output:
         matrix.write_github_output(gh_matrix)
     click.echo(matrix.to_json(gh_matrix))
@@ -296,9 +304,19 @@ def env_create(environment):
 @env_cache_option
 @env_options
 def env_info(environment):
-    """Show what the build environment holds."""
-    for k, v in environment.info().items():
-        click.echo(f"{k}: {v}")
+    """Show what the build environment holds, and every Debian package installed in it with its version."""
+    info = environment.info()
+    for k, v in info.items():
+        if k not in ("packages", "standins"):
+            click.echo(f"{k}: {v}")
+    for s in info.get("standins", []):
+        click.echo(f"stand-in: {s['package']} {s['version']} ({s['soname']}, {len(s['symbols'])} functions "
+                   f"returning {s['return_value']}) for {s['replaces']}, linked by {s['consumer']}")
+    packages = environment.installed_packages() if hasattr(environment, "installed_packages") else {}
+    if packages:
+        click.echo(f"installed packages ({len(packages)}):")
+        for name, version in sorted(packages.items()):
+            click.echo(f"  {name} {version}")
 
 
 @env_group.command("shell")

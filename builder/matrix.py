@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from builder.errors import ConfigurationError
+from builder.errors import ConfigurationError, TargetError
 from builder.targets import (TargetTable, check_known_targets, load_targets, parse_gpu_targets,
                              sorted_targets, targets_in_family)
 
@@ -21,22 +21,37 @@ GITHUB_OUTPUT_ENV = "GITHUB_OUTPUT"
 _FAMILY_SEPARATORS = re.compile(r"[;,\s]+")
 
 
-def family_targets(family: str, table: TargetTable | None = None) -> list[str]:
-    """The targets of `family` that get a wheel of their own."""
+def family_targets(family: str, table: TargetTable | None = None,
+                   kernel_targets: set[str] | None = None) -> list[str]:
+    """The targets of `family` that get a wheel of their own: not served by another target's
+    wheel, and (with `kernel_targets`, the ROCm stack's rocBLAS) buildable."""
     table = table or load_targets()
-    return [t for t in targets_in_family(family, table) if table[t].runs_as is None]
+    return [t for t in targets_in_family(family, table) if table[t].runs_as is None
+            and (kernel_targets is None or t in kernel_targets)]
 
 
 def resolve_targets(gpu_targets: str | None = None, families: list[str] | tuple[str, ...] = (),
-                    table: TargetTable | None = None) -> list[str]:
-    """Targets from a --gpu-targets list and/or family names, deduplicated in order."""
+                    table: TargetTable | None = None, kernel_targets: set[str] | None = None,
+                    rocblas_label: str = "rocBLAS") -> list[str]:
+    """Targets from a --gpu-targets list and/or family names, deduplicated in order.
+
+    With `kernel_targets`, a named target the stack's rocBLAS has no kernels for is refused."""
     table = table or load_targets()
     names: list[str] = []
     if gpu_targets is not None:
         names += parse_gpu_targets(gpu_targets)
     family_names = [f for text in families for f in _FAMILY_SEPARATORS.split(text) if f]
+    if kernel_targets is not None:
+        check_known_targets(names, table)
+        missing = [t for t in names if t not in kernel_targets]
+        if missing:
+            raise TargetError("; ".join(f"{t}: {rocblas_label} ships no kernels for it" for t in missing)
+                              + "; no wheel can be built for it")
     for family in family_names:
-        names += family_targets(family, table)
+        found = family_targets(family, table, kernel_targets)
+        if not found:
+            raise TargetError(f"no target of family {family!r} can be built with {rocblas_label}")
+        names += found
     if gpu_targets is None and not family_names:
         raise ConfigurationError(
             "name the targets: --gpu-targets 'gfx1100;gfx1030' or --family rdna3 "

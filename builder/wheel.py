@@ -463,7 +463,8 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         else:
             external, internal = [], []
         if not rule.bundle:
-            echo(f"not bundling {rule.soname} (opened by {rule.needed_by}): {rule.reason}")
+            if rule.soname not in closure.libraries:  # linked by DT_NEEDED instead: grafted as such
+                echo(f"not bundling {rule.soname} (opened by {rule.needed_by}): {rule.reason}")
             continue
         found = runtime.find_library(rule.soname, dirs)
         if found is None:

@@ -123,7 +123,13 @@ GPUS = {  # gfx target -> (gfx_target_version, PCI device id)
     "gfx1100": (110000, 0x744C),   # Radeon RX 7900 XTX
     "gfx1030": (100300, 0x73BF),   # Radeon RX 6800 XT
     "gfx1031": (100301, 0x73DF),   # Radeon RX 6700 XT
+    "gfx1201": (120001, 0x7550),   # Radeon RX 9070 XT
+    "gfx1151": (110501, 0x1586),   # Radeon 8060S (Strix Halo)
+    "gfx1150": (110500, 0x150E),   # Radeon 890M (Strix Point)
 }
+# The ROCm 7.2 stack's rocBLAS kernel targets (stacks.toml): the wheels that can exist.
+KERNEL_TARGETS = ["gfx803", "gfx900", "gfx906", "gfx908", "gfx90a", "gfx942", "gfx1010", "gfx1030", "gfx1100",
+                  "gfx1101", "gfx1102", "gfx1151", "gfx1200", "gfx1201"]
 
 
 def runtime_info(target: str) -> dict:
@@ -133,7 +139,7 @@ def runtime_info(target: str) -> dict:
         "package": "moshi_rocm", "tools": ["fake-tool"], "entry_points": {"fake_tool": "fake-tool"},
         "bin_dir": "bin", "library_dirs": ["bin", f"../moshi_rocm_{target}.libs"],
         "env": {"ROCBLAS_TENSILE_LIBPATH": "rocblas/library"},
-        "distribution_pattern": "moshi-rocm-{gpu_target}", "targets": wheel.target_table_for_runtime(),
+        "distribution_pattern": "moshi-rocm-{gpu_target}", "targets": wheel.target_table_for_runtime(KERNEL_TARGETS, "Debian's rocBLAS 7.2"),
         "components": [{"name": "ggml", "version": "0.25.3", "license": "MIT"}],
         "system_packages": [{"package": "libamdhip64-6", "version": "6.4.3-5", "license": "MIT",
                              "libraries": ["libamdhip64.so.6"]}],
@@ -222,6 +228,17 @@ def site(tmp_path):
                               "HSA_OVERRIDE_GFX_VERSION=10.3.0: export HSA_OVERRIDE_GFX_VERSION=10.3.0"),
     ("gfx1100", "gfx1031", 1, "verdict:  GPU 0 is a gfx1031: this wheel carries gfx1100 code: pip install "
                               "moshi-rocm-gfx1030 and export HSA_OVERRIDE_GFX_VERSION=10.3.0"),
+    # RDNA4 and Strix Halo
+    ("gfx1201", "gfx1201", 0, "verdict:  this wheel fits GPU 0 (gfx1201, this wheel's target): "
+                              "run the tools with -d ROCm0"),
+    ("gfx1100", "gfx1201", 1, "verdict:  GPU 0 is a gfx1201: this wheel carries gfx1100 code: "
+                              "pip install moshi-rocm-gfx1201"),
+    ("gfx1100", "gfx1151", 1, "verdict:  GPU 0 is a gfx1151: this wheel carries gfx1100 code: "
+                              "pip install moshi-rocm-gfx1151"),
+    # Strix Point: rocBLAS 7.2.4 has no kernels for it, so no wheel exists to point at
+    ("gfx1151", "gfx1150", 1, "verdict:  GPU 0 is a gfx1150: this wheel carries gfx1151 code, and there is no "
+                              "moshi-rocm wheel for gfx1150 (Debian's rocBLAS 7.2 ships no kernels for gfx1150); "
+                              "the tools run on the CPU with -d CPU"),
 ])
 def test_verdict_for_one_gpu(tmp_path, site, wheel_target, gpu, code, expected):
     install_package(site, wheel_target)
@@ -401,3 +418,22 @@ def test_doctor_from_the_installed_wheel_in_the_clean_root(installed_testapp_whe
     finally:
         for p in made:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def test_info_lists_the_standin_as_such(tmp_path, site):
+    sys.path.insert(0, str(TEMPLATE_PKG.parent))
+    try:
+        from moshi_rocm.__main__ import info_lines
+    finally:
+        sys.path.remove(str(TEMPLATE_PKG.parent))
+    info = runtime_info("gfx1201")
+    info["build"] = {"rocm_stack": "7.2", "hip_version": "7.2.53211", "clang_version": "22.1.8",
+                     "rocblas_version": "5.2.0", "glibc_version": "2.41"}
+    info["system_packages"].append({"package": "librocsolver0", "version": "7.2.4-1~exp1+moshibuild1",
+                                    "license": "MIT", "libraries": ["librocsolver.so.0"]})
+    info["standins"] = [{"package": "librocsolver0", "replaces": "rocSOLVER 7.2.4", "consumer": "libhipblas.so.3",
+                         "return_value": 2, "symbols": ["rocsolver_sgetrf", "rocsolver_dgels"]}]
+    lines = info_lines(info, tmp_path)
+    assert "built with: ROCm stack 7.2 (HIP 7.2.53211, clang 22.1.8, rocBLAS 5.2.0, glibc 2.41)" in lines
+    assert ("    a generated STAND-IN, not rocSOLVER 7.2.4: its 2 rocsolver_* functions return 2 (not "
+            "implemented); only libhipblas.so.3 links it, for functions the tools never call") in lines

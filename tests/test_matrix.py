@@ -108,3 +108,22 @@ def test_github_output_without_the_variable_exits_2(monkeypatch, capsys):
     code, out, err = run_cli(["matrix", "--github-output", "--family", "rdna3"], capsys)
     assert code == 2
     assert "GITHUB_OUTPUT" in err
+
+
+def test_new_families_of_the_rocm_7_2_stack(capsys):
+    code, out, err = run_cli(["matrix", "--family", "rdna4;rdna3.5;cdna3"], capsys)
+    assert code == 0, err
+    entries = json.loads(out)["include"]
+    # gfx1150 and gfx1152 (Strix Point, Krackan) have no rocBLAS 7.2.4 kernels: no job for them
+    assert [e["gpu_target"] for e in entries] == ["gfx1200", "gfx1201", "gfx1151", "gfx942"]
+    assert [e["family"] for e in entries] == ["rdna4", "rdna4", "rdna3.5", "cdna3"]
+
+
+def test_a_target_without_kernels_in_the_stack_exits_10(capsys):
+    code, out, err = run_cli(["matrix", "--gpu-targets", "gfx1100;gfx1150"], capsys)
+    assert code == 10 and out == "" and err.count("\n") == 1
+    assert "gfx1150: rocBLAS of ROCm stack 7.2 ships no kernels for it" in err
+    code, out, err = run_cli(["matrix", "--rocm", "6.4", "--gpu-targets", "gfx942"], capsys)
+    assert code == 10 and "gfx942: rocBLAS of ROCm stack 6.4 ships no kernels for it" in err
+    code, out, err = run_cli(["matrix", "--rocm", "6.4", "--family", "rdna4"], capsys)
+    assert code == 10 and "no target of family 'rdna4' can be built with rocBLAS of ROCm stack 6.4" in err

@@ -53,9 +53,9 @@ def test_unsupported_target_fails_fast_building_nothing(environment):
     environment.ensure()  # created once (minutes on a fresh machine), then the check is instant
     builds_before = set((SHARED_CACHE / "builds").glob("*"))
     start = time.monotonic()
-    with pytest.raises(TargetError, match="gfx942: Debian's rocBLAS 6.4 ships no kernels for it; "
-                                          "targets this environment supports: .*gfx1100"):
-        pipeline.build(recipes, ["gfx942"], environment, fetch_options(), progress=False)
+    with pytest.raises(TargetError, match="gfx1150: Debian's rocBLAS 7.2 ships no kernels for it; "
+                                          "targets this environment supports: .*gfx1100.*gfx1151.*gfx1201"):
+        pipeline.build(recipes, ["gfx1150"], environment, fetch_options(), progress=False)
     assert time.monotonic() - start < 5
     assert set((SHARED_CACHE / "builds").glob("*")) == builds_before
 
@@ -146,18 +146,77 @@ def test_real_moshi_cpp_when_its_source_is_given(environment):
 
 @pytest.mark.slow
 @pytest.mark.timeout(4800)
-def test_testapp_wheel_passes_verify(testapp_wheel, built, environment):
+def test_testapp_wheel_passes_verify(testapp_wheel, built, environment, clean_root):
     """make_wheels() verified the wheel already (it raises otherwise); here every check is read back."""
-    from builder import verify
+    from builder import code_selection, verify
 
     recipes, report = built
     dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
     result = verify.verify_wheel(testapp_wheel, dlopen=dlopen,
-                                 build_paths=verify.build_dirs_of(report, environment.root))
+                                 build_paths=verify.build_dirs_of(report, environment.root),
+                                 probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
     print("\n".join(result.lines()), f"\n{result.seconds:.1f} s")
     assert result.ok, "\n".join(c.line for c in result.failures)
     assert [c.name for c in result.checks] == ["runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
-                                               "build-paths", "licenses", "manylinux"]
+                                               "code-selection", "standins", "build-paths", "licenses", "manylinux"]
+    checks = {c.name: c for c in result.checks}
+    # The ROCm 7.2 stack's stand-in for rocSOLVER is in the wheel, and only hipBLAS links it.
+    assert "librocsolver.so.0 stands in for rocSOLVER 7.2.4" in checks["standins"].summary
+    assert "nothing for 13 other targets" in checks["code-selection"].summary
+    # manylinux_2_39 or lower
+    (tag,) = {t for t in wheel_tags(testapp_wheel)}
+    major, minor = map(int, tag.split("_")[1:3])
+    assert (major, minor) <= (2, 39), tag
+
+
+def wheel_tags(path: Path) -> list[str]:
+    from packaging.utils import parse_wheel_filename
+
+    return sorted(t.platform for t in parse_wheel_filename(path.name)[3])
+
+
+def rewrite_member(wheel_path: Path, out: Path, member_suffix: str, change) -> Path:
+    """A copy of the wheel with one member's bytes passed through `change` (stored, not deflated: fast)."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel_path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(member_suffix):
+                data = change(data)
+            dst.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, clean_root, tmp_path):
+    """Sabotage: libggml-hip.so's first bundle loses its gfx1100 entry. The wheel's own comgr, asked
+    what the HIP runtime asks, finds no code object there: verify fails."""
+    from elftools.elf.elffile import ELFFile
+
+    from builder import code_selection, offload, verify
+
+    def drop_target(data: bytes) -> bytes:
+        import io
+
+        section = ELFFile(io.BytesIO(data)).get_section_by_name(".hip_fatbin")
+        base, size = section["sh_offset"], section["sh_size"]
+        fat = bytearray(data[base:base + size])
+        first = next(offload.iter_bundles(fat))
+        assert first.compressed  # ROCm 7.2 stack: --offload-compress
+        plain = bytearray(first.plain)
+        offload.trim_plain(plain, 0, {None})
+        packed = offload.compress_bundle(bytes(plain), first.version, first.method)
+        fat[first.start:first.start + first.extent] = packed + bytes(first.extent - len(packed))
+        return data[:base] + bytes(fat) + data[base + size:]
+
+    broken = rewrite_member(testapp_wheel, tmp_path / testapp_wheel.name, "/bin/libggml-hip.so", drop_target)
+    result = verify.verify_wheel(broken, probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
+    checks = {c.name: c for c in result.checks}
+    print(checks["code-selection"].line)
+    assert not checks["code-selection"].ok
+    assert checks["code-selection"].problems == ("libggml-hip.so bundle 0: comgr finds no gfx1100 code object",)
 
 
 @pytest.mark.slow

@@ -346,6 +346,11 @@ class DebianEnvironment(BuildEnvironment):
             self._info = json.loads(self.info_path.read_text())
         return dict(self._info)
 
+    def installed_packages(self) -> dict[str, str]:
+        """{package: version} of every Debian package in the root (recorded when it was made)."""
+        self.info()
+        return json.loads((self.home / "packages.json").read_text())
+
     # Before the root exists, the stack's data answers for rocBLAS; the compiler is unknown.
     def supported_gpu_targets(self) -> set[str] | None:
         return super().supported_gpu_targets() if self.exists() else None
