@@ -834,3 +834,26 @@ def test_real_stale_mounts_are_cleaned(real_env, tmp_path):
     with real_env.session([]) as s:
         assert mounts.mounts_under(real_env.root) == [real_env.root / "proc"]
     assert mounts.mounts_under(real_env.root) == []
+
+
+@pytest.mark.slow
+@needs_root
+@pytest.mark.timeout(900)
+def test_a_pin_the_real_archive_no_longer_serves_stops_creation(tmp_path):
+    """Against the real archive: a bare root is made, the pins are checked before anything is
+    installed, and the one-line error names the package, its pin and what is offered now."""
+    base = stacks.get_stack("7.2")
+    first = base.steps[0]
+    stale = dataclasses.replace(first, packages=(stacks.Pin("hipcc", "6.4.3-1"),) + first.packages[1:])
+    stack = dataclasses.replace(base, steps=(stale,) + base.steps[1:])
+    envs = tmp_path / "envs"
+    env = DebianEnvironment(envs, stack=stack, echo=print)
+    start = time.monotonic()
+    with pytest.raises(PinnedPackageError) as e:
+        env.ensure()
+    print(e.value, f"({time.monotonic() - start:.0f} s)")
+    message = str(e.value)
+    assert "\n" not in message
+    assert "ROCm stack 7.2: hipcc: pinned 6.4.3-1, the archive offers 7.2.4+dfsg-1~exp1 (experimental)" in message
+    assert "(trixie)" in message and "update the pins in builder/resources/stacks.toml" in message
+    assert not env.exists() and not list(envs.glob(".*.tmp")) and not env.home.exists()
