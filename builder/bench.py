@@ -181,7 +181,7 @@ def bench(recipes: dict, gpu_target: str, environment, fetch_options, cache_root
         models = ensure_models(cache_root, size, echo)
         if wheel is None:
             (wheel,) = pipeline.make_wheels(recipes, report, [gpu_target], environment,
-                                            work / "bench-wheels", echo=echo)
+                                            work / "bench-wheels", envs_dir=cache_root / "envs", echo=echo)
         venv = CleanRoot(cache_root / "envs", echo=echo).install([wheel], f"bench-{gpu_target}")
         device = device or pick_device(environment, tools, [cache_root])
         echo(f"running {TTS} --bench on {device} from the build tree ...")

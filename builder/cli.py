@@ -152,7 +152,7 @@ def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, environm
     report = pipeline.build(chosen, targets_list, environment, fetch_options, jobs=jobs,
                             progress=fetch_options.progress, echo=click.echo)
     wheels = pipeline.make_wheels(chosen, report, targets_list, environment, out_dir,
-                                  build_number=build_number, echo=click.echo)
+                                  build_number=build_number, envs_dir=fetch_options.cache.envs, echo=click.echo)
     for w in wheels:
         click.echo(f"{w}  {w.stat().st_size / 1e6:.1f} MB")
     if size_report:

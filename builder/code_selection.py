@@ -29,6 +29,7 @@ from builder import offload
 
 EF_AMDGPU_MACH = 0xFF
 PROBE_SCRIPT = "comgr_probe.py"
+PROBE_TIMEOUT = 1800   # seconds; a few hundred bundles take seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +60,12 @@ class ProbeRoot:
     @classmethod
     def host(cls) -> "ProbeRoot":
         return cls(Path("/"), lambda argv: subprocess.run([sys.executable, *argv[1:]] if argv[0] == "python3"
-                                                          else argv, capture_output=True, text=True))
+                                                          else argv, capture_output=True, text=True,
+                                                          timeout=PROBE_TIMEOUT))
 
     @classmethod
     def of_clean_root(cls, clean) -> "ProbeRoot":
-        return cls(clean.root, lambda argv: clean.run(argv, timeout=1800))
+        return cls(clean.root, lambda argv: clean.run(argv, timeout=PROBE_TIMEOUT))
 
     def inner(self, path: Path) -> str:
         return "/" + str(Path(path).relative_to(self.root)) if self.root != Path("/") else str(path)
@@ -155,7 +157,10 @@ def check_wheel(wheel: Path, *, target: str, machs: dict[str, int], comgr_member
             for name in names:
                 if name in wanted or name.startswith(comgr_dir):
                     zf.extract(name, unpacked)
-            refs, plain_elf = write_bundles(unpacked, wanted, kernel_folder, work / "bundles")
+            try:
+                refs, plain_elf = write_bundles(unpacked, wanted, kernel_folder, work / "bundles")
+            except offload.BundleFormatError as e:
+                return Selection(0, len(wanted), [f"cannot read the offload bundles: {e}"])
             others = sorted(t for t in machs if t != target)
             manifest = {
                 "comgr": probe_root.inner(unpacked / comgr_member),
@@ -165,13 +170,22 @@ def check_wheel(wheel: Path, *, target: str, machs: dict[str, int], comgr_member
             script = work / PROBE_SCRIPT
             script.write_text(resources.files("builder").joinpath(PROBE_SCRIPT).read_text())
             (work / "manifest.json").write_text(json.dumps(manifest))
-            r = probe_root.run(["python3", probe_root.inner(script), probe_root.inner(work / "manifest.json"),
-                                probe_root.inner(work / "result.json")])
+            try:
+                r = probe_root.run(["python3", probe_root.inner(script), probe_root.inner(work / "manifest.json"),
+                                    probe_root.inner(work / "result.json")])
+            except subprocess.TimeoutExpired:
+                return Selection(len(refs), len(wanted), [f"the comgr probe did not finish in {PROBE_TIMEOUT} s"])
             if r.returncode != 0:
                 tail = (r.stderr or r.stdout or "").strip().splitlines()[-3:]
                 return Selection(len(refs), len(wanted), [f"the comgr probe failed (exit {r.returncode}): "
                                                           + " | ".join(tail)])
-            answers = [x["answers"] for x in json.loads((work / "result.json").read_text())["results"]]
+            try:
+                answers = [x["answers"] for x in json.loads((work / "result.json").read_text())["results"]]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                return Selection(len(refs), len(wanted), [f"the comgr probe left no readable result: {e}"])
+            if len(answers) != len(refs):
+                return Selection(len(refs), len(wanted), [f"the comgr probe answered for {len(answers)} of "
+                                                          f"{len(refs)} bundles"])
             problems = judge(refs, answers, plain_elf, target, machs)
             return Selection(len(refs) + len(plain_elf), len(wanted), problems)
         finally:

@@ -49,7 +49,12 @@ class ComgrError(RuntimeError):
 class Comgr:
     def __init__(self, path: str) -> None:
         self.lib = ctypes.CDLL(path)
-        for name in ("amd_comgr_create_data", "amd_comgr_set_data", "amd_comgr_set_data_name",
+        # The data kinds and action numbers above are comgr 3's (2.x numbered UNBUNDLE 0x12).
+        major, minor = ctypes.c_size_t(), ctypes.c_size_t()
+        self.lib.amd_comgr_get_version(ctypes.byref(major), ctypes.byref(minor))
+        if major.value != 3:
+            raise ComgrError(f"{path} is comgr {major.value}.{minor.value}; this probe speaks comgr 3")
+        for name in ("amd_comgr_get_version", "amd_comgr_create_data", "amd_comgr_set_data", "amd_comgr_set_data_name",
                      "amd_comgr_release_data", "amd_comgr_lookup_code_object", "amd_comgr_create_data_set",
                      "amd_comgr_destroy_data_set", "amd_comgr_data_set_add", "amd_comgr_create_action_info",
                      "amd_comgr_destroy_action_info", "amd_comgr_action_info_set_bundle_entry_ids",
@@ -64,8 +69,12 @@ class Comgr:
     def _data(self, kind: int, blob: bytes, name: bytes) -> Handle:
         data = Handle()
         self._check(self.lib.amd_comgr_create_data(ctypes.c_int(kind), ctypes.byref(data)), "create_data")
-        self._check(self.lib.amd_comgr_set_data(data, ctypes.c_size_t(len(blob)), blob), "set_data")
-        self._check(self.lib.amd_comgr_set_data_name(data, name), "set_data_name")
+        try:
+            self._check(self.lib.amd_comgr_set_data(data, ctypes.c_size_t(len(blob)), blob), "set_data")
+            self._check(self.lib.amd_comgr_set_data_name(data, name), "set_data_name")
+        except ComgrError:
+            self.lib.amd_comgr_release_data(data)
+            raise
         return data
 
     def lookup(self, bundle: bytes, isa: str) -> bytes:
@@ -85,10 +94,10 @@ class Comgr:
         """Compressed (or plain) bundle: the executable comgr's UNBUNDLE action gives for `isa`."""
         data = self._data(DATA_KIND_OBJ_BUNDLE, bundle, b"probe.bundle")
         inputs, outputs, action = Handle(), Handle(), Handle()
-        self._check(self.lib.amd_comgr_create_data_set(ctypes.byref(inputs)), "create_data_set")
-        self._check(self.lib.amd_comgr_create_data_set(ctypes.byref(outputs)), "create_data_set")
-        self._check(self.lib.amd_comgr_create_action_info(ctypes.byref(action)), "create_action_info")
         try:
+            self._check(self.lib.amd_comgr_create_data_set(ctypes.byref(inputs)), "create_data_set")
+            self._check(self.lib.amd_comgr_create_data_set(ctypes.byref(outputs)), "create_data_set")
+            self._check(self.lib.amd_comgr_create_action_info(ctypes.byref(action)), "create_action_info")
             self._check(self.lib.amd_comgr_data_set_add(inputs, data), "data_set_add")
             ids = (ctypes.c_char_p * 1)(f"hipv4-amdgcn-amd-amdhsa--{isa}".encode())
             self._check(self.lib.amd_comgr_action_info_set_bundle_entry_ids(action, ids, ctypes.c_size_t(1)),
@@ -114,9 +123,11 @@ class Comgr:
                     self.lib.amd_comgr_release_data(out)
             return b""
         finally:
-            self.lib.amd_comgr_destroy_action_info(action)
-            self.lib.amd_comgr_destroy_data_set(inputs)
-            self.lib.amd_comgr_destroy_data_set(outputs)
+            if action.handle:
+                self.lib.amd_comgr_destroy_action_info(action)
+            for handle in (inputs, outputs):
+                if handle.handle:
+                    self.lib.amd_comgr_destroy_data_set(handle)
             self.lib.amd_comgr_release_data(data)
 
 
@@ -150,7 +161,11 @@ def main(argv: list[str]) -> int:
         return 2
     with open(argv[1]) as f:
         manifest = json.load(f)
-    result = probe(manifest)
+    try:
+        result = probe(manifest)
+    except (OSError, ComgrError) as e:   # comgr missing, not loadable here, or not comgr 3
+        print(f"comgr probe: {e}", file=sys.stderr)
+        return 1
     with open(argv[2], "w") as f:
         json.dump(result, f)
     return 0

@@ -8,7 +8,7 @@ bundles, one after another (the host code points at each bundle's start):
               `hipv4-amdgcn-amd-amdhsa--gfx1100`); offsets are from the bundle start.
   compressed  (clang --offload-compress) `CCOB`, u16 format version, u16 method
               (0 zlib, 1 zstd), then
-                version 1: u64 uncompressed size, u64 hash                   (24 bytes)
+                version 1: u32 uncompressed size, u64 hash                   (20 bytes)
                 version 2: u32 total size, u32 uncompressed size, u64 hash   (24 bytes)
                 version 3: u64 total size, u64 uncompressed size, u64 hash   (32 bytes)
               and one compressed stream holding a whole plain bundle. The hash is
@@ -41,7 +41,8 @@ MAGIC = b"__CLANG_OFFLOAD_BUNDLE__"
 COMPRESSED_MAGIC = b"CCOB"
 METHOD_ZLIB, METHOD_ZSTD = 0, 1
 ZSTD_LEVEL = 12
-_TARGET = re.compile(r"--(gfx[0-9a-f]+)")
+# gfx1100, gfx90a:xnack-, and the generic ISAs (gfx11-generic, gfx10-3-generic)
+_TARGET = re.compile(r"--(gfx[0-9a-f]+(?:-[0-9]+)*-generic|gfx[0-9a-f]+)")
 
 
 class BundleFormatError(ValueError):
@@ -109,6 +110,8 @@ def _plain_entries(data: bytes | bytearray, start: int) -> tuple[list[tuple[int,
             raise BundleFormatError(f"offload bundle at {start:#x}: entry table runs past the data")
         e_off, e_size, id_len = struct.unpack_from("<QQQ", data, off)
         off += 24
+        if off + id_len > len(data):
+            raise BundleFormatError(f"offload bundle at {start:#x}: an entry id runs past the data")
         ident = bytes(data[off:off + id_len])
         off += id_len
         if start + e_off + e_size > len(data):
@@ -129,35 +132,37 @@ def _decompress(method: int, payload: bytes, size: int, where: str) -> bytes:
     raise BundleFormatError(f"compressed offload bundle at {where}: unknown compression method {method}")
 
 
+_HEADERS = {1: ("<IQ", 20), 2: ("<IIQ", 24), 3: ("<QQQ", 32)}   # after magic, version, method
+
+
 def _compressed_header(data: bytes | bytearray, pos: int) -> tuple[int, int, int, int, int]:
     """(version, method, header size, total size or 0, uncompressed size) of the CCOB at `pos`."""
     if len(data) < pos + 8:
         raise BundleFormatError(f"compressed offload bundle at {pos:#x} is truncated")
     _, version, method = struct.unpack_from("<4sHH", data, pos)
+    if version not in _HEADERS:
+        raise BundleFormatError(f"compressed offload bundle at {pos:#x}: unknown format version {version}")
+    if method not in (METHOD_ZLIB, METHOD_ZSTD):
+        raise BundleFormatError(f"compressed offload bundle at {pos:#x}: unknown compression method {method}")
+    fmt, header = _HEADERS[version]
+    if len(data) < pos + header:
+        raise BundleFormatError(f"compressed offload bundle at {pos:#x} is truncated")
+    fields = struct.unpack_from(fmt, data, pos + 8)
     if version == 1:
-        (uncompressed, _h) = struct.unpack_from("<QQ", data, pos + 8)
-        return version, method, 24, 0, uncompressed
-    if version == 2:
-        total, uncompressed, _h = struct.unpack_from("<IIQ", data, pos + 8)
-        return version, method, 24, total, uncompressed
-    if version == 3:
-        total, uncompressed, _h = struct.unpack_from("<QQQ", data, pos + 8)
-        return version, method, 32, total, uncompressed
-    raise BundleFormatError(f"compressed offload bundle at {pos:#x}: unknown format version {version}")
+        return version, method, header, 0, fields[0]
+    return version, method, header, fields[0], fields[1]
 
 
 def _read_compressed(data: bytes | bytearray, pos: int) -> Bundle:
     version, method, header, total, uncompressed = _compressed_header(data, pos)
     if version == 1:
         # No total size: the stream's own end tells it (zstd frame or zlib stream).
-        if method == METHOD_ZSTD:
-            obj = zstandard.ZstdDecompressor().decompressobj()
-            plain = obj.decompress(bytes(data[pos + header:]))
-            total = len(data) - pos - len(obj.unused_data)
-        else:
-            obj = zlib.decompressobj()
-            plain = obj.decompress(bytes(data[pos + header:]))
-            total = len(data) - pos - len(obj.unused_data)
+        obj = zstandard.ZstdDecompressor().decompressobj() if method == METHOD_ZSTD else zlib.decompressobj()
+        try:
+            plain = obj.decompress(memoryview(data)[pos + header:])
+        except (zstandard.ZstdError, zlib.error) as e:
+            raise BundleFormatError(f"compressed offload bundle at {pos:#x}: {e}") from None
+        total = len(data) - pos - len(obj.unused_data)
     else:
         if total < header or pos + total > len(data):
             raise BundleFormatError(f"compressed offload bundle at {pos:#x}: total size {total} runs past the data")
@@ -237,7 +242,7 @@ def trim_plain(plain: bytearray, start: int, keep: set[str | None]) -> tuple[int
 
 
 def compress_bundle(plain: bytes, version: int, method: int) -> bytes:
-    """A compressed bundle (header + stream) of `plain`, in format `version` (2 or 3; 1 is written as 2)."""
+    """A compressed bundle (header + stream) of `plain`, in format `version` (1, 2 or 3)."""
     if method == METHOD_ZSTD:
         payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(plain)
     elif method == METHOD_ZLIB:
@@ -245,6 +250,10 @@ def compress_bundle(plain: bytes, version: int, method: int) -> bytes:
     else:
         raise BundleFormatError(f"unknown compression method {method}")
     digest = md5_low64(plain)
+    if version == 1:
+        if len(plain) >= 2**32:
+            raise BundleFormatError("bundle too large for compressed format version 1")
+        return COMPRESSED_MAGIC + struct.pack("<HHIQ", 1, method, len(plain), digest) + payload
     if version == 3:
         header = COMPRESSED_MAGIC + struct.pack("<HHQQQ", 3, method, 32 + len(payload), len(plain), digest)
     else:
@@ -294,6 +303,11 @@ def trim_to_target(path: Path, gpu_target: str) -> TrimResult:
     keep = {None, gpu_target}
     dropped = zeroed = saved = compressed = 0
     for b in bundles:
+        device = [e for e in b.entries if e.gpu_target]
+        if device and not any(e.gpu_target == gpu_target for e in device):
+            raise ValueError(f"{path}: the bundle at {b.start:#x} of .hip_fatbin has code for "
+                             f"{', '.join(sorted({e.gpu_target for e in device}))} but none for {gpu_target}; "
+                             "its kernels would fail with 'invalid device function'")
         if not any(e.gpu_target not in keep for e in b.entries):
             continue
         if not b.compressed:
@@ -311,6 +325,8 @@ def trim_to_target(path: Path, gpu_target: str) -> TrimResult:
         dropped += d
         saved += b.extent - len(packed)
         compressed += 1
+    if len(data) != size:  # never write past the section
+        raise BundleFormatError(f"{path}: trimming changed the size of .hip_fatbin ({size} -> {len(data)})")
     with open(path, "r+b") as f:
         f.seek(base)
         f.write(data)

@@ -48,7 +48,7 @@ from elftools.elf.elffile import ELFFile
 from packaging.utils import parse_wheel_filename
 
 from builder import runtime
-from builder.offload import FatbinSummary, fatbin_summary
+from builder.offload import BundleFormatError, FatbinSummary, fatbin_summary
 from builder.recipe import PROJECT_ROOT
 from builder.runtime import RuntimeSpec
 
@@ -235,6 +235,7 @@ class ElfDetails:
     fatbin: FatbinSummary | None
     imports: frozenset[str] = frozenset()   # undefined dynamic symbols
     exports: frozenset[str] = frozenset()   # defined dynamic symbols
+    fatbin_error: str | None = None         # .hip_fatbin could not be read
 
 
 @dataclasses.dataclass
@@ -283,7 +284,11 @@ def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
                     if not sym.name:
                         continue
                     (imports if sym["st_shndx"] == "SHN_UNDEF" else exports).add(sym.name)
-        details[member] = ElfDetails(versions, fatbin_summary(file), frozenset(imports), frozenset(exports))
+        try:
+            fatbin, error = fatbin_summary(file), None
+        except BundleFormatError as e:
+            fatbin, error = None, str(e)
+        details[member] = ElfDetails(versions, fatbin, frozenset(imports), frozenset(exports), error)
 
     report = inspect_wheel(path, scan=scan, examine=examine)
     return WheelContents(report, details, scanner, {k: v.decode("utf-8", "replace") for k, v in texts.items()})
@@ -497,14 +502,16 @@ def check_gpu_code(ctx: Context) -> CheckResult:
         for member in members:
             fatbin = ctx.contents.details[member].fatbin
             name = posixpath.basename(member)
+            if ctx.contents.details[member].fatbin_error:
+                problems.append(f"{name}: {ctx.contents.details[member].fatbin_error}")
+                continue
             if fatbin is None:
                 problems.append(f"{name} has no .hip_fatbin section: no GPU code at all")
                 continue
             targets = fatbin.targets
             if target not in targets:
                 held = ", ".join(sorted(targets)) or "no target"
-                packed = f" ({fatbin.compressed_bundles} compressed bundles not read)" if fatbin.compressed_bundles else ""
-                problems.append(f"{name} carries code objects for {held}, none for {target}{packed}")
+                problems.append(f"{name} carries code objects for {held}, none for {target}")
                 continue
             others = len(targets) - 1
             found.append(f"{name} {_mb(targets[target])} for {target} in {_count(fatbin.bundles, 'bundle')}"

@@ -50,6 +50,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from builder import runtime
+from builder.environments.stacks import standin_copyright
 from builder.errors import BuildStepError, ConfigurationError, TargetError, ToolchainError
 from builder.recipe import PROJECT_ROOT
 from builder.runtime import Closure, ExternalLibrary, RuntimeSpec, read_elf
@@ -387,7 +388,8 @@ def _collect_sources(prefixes: Mapping[str, Path], tools_wanted: Sequence[str], 
 
 
 def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeSpec,
-                     echo: Callable[[str], None], standins: Sequence[Mapping] = ()) -> list[SystemPackage]:
+                     echo: Callable[[str], None], standins: Sequence[Mapping] = (),
+                     notices_dir: Path | None = None) -> list[SystemPackage]:
     libs = list(libs)
     if not libs:
         return []
@@ -410,11 +412,16 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
     packages = []
     for package, sonames in sorted(by_package.items()):
         copyright_file = db.copyright(package)
+        standin = next((s for s in standins if s.get("package") == package
+                        and s.get("version") == db.version(package)), None)
+        if standin is not None and notices_dir is not None:
+            # A generated stand-in: its notice is rendered from its record by this builder.
+            copyright_file = notices_dir / package / "copyright"
+            copyright_file.parent.mkdir(parents=True, exist_ok=True)
+            copyright_file.write_text(standin_copyright(standin))
         if copyright_file is None:
             raise BuildStepError(f"package {package} (provides {', '.join(sonames)}) has no "
                                  f"/usr/share/doc/{package}/copyright in {root}")
-        standin = next((s for s in standins if s.get("package") == package
-                        and s.get("version") == db.version(package)), None)
         expression = standin["license"] if standin else spec.license_for_package(package)
         if expression is None:
             expression = "LicenseRef-Debian-" + re.sub(r"[^A-Za-z0-9.-]", "-", package)
@@ -521,7 +528,7 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
 
     system = _system_packages(list(closure.libraries.values()) + dlopen_sources, runtime_root, spec, echo,
-                              standins)
+                              standins, root.parent / "standin-notices")
     trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
         if spec.trim_device_code else None
     ldpaths = list(dict.fromkeys(([trimmed_dir] if trimmed_dir else []) + dirs + closure.directories))

@@ -155,7 +155,9 @@ def test_standin_is_generated_from_the_consumers_undefined_names():
     assert "STANDIN rocsolver_sgetrf(void) { return 2; }" in src
     control = stacks.standin_control(step, "amd64")
     assert "Package: librocsolver0\nVersion: 7.2.4-1~exp1+moshibuild1\n" in control
-    assert "stand-in" in stacks.standin_copyright(step)
+    notice = stacks.standin_copyright(step.record(["rocsolver_sgetrf"]))
+    assert "a moshi-build stand-in, not rocSOLVER 7.2.4" in notice and "License: MIT" in notice
+    assert "The above copyright notice and this permission notice shall be included" in notice
     record = step.record(["rocsolver_sgetrf"])
     assert record["consumer"] == "libhipblas.so.3" and record["symbols"] == ["rocsolver_sgetrf"]
 
@@ -223,7 +225,9 @@ def test_setup_hook_adds_the_stacks_suites_and_pins_them(tmp_path, fmt):
             apt / "sources.list.d" / "debian.sources").read_text()
     pin = (apt / "preferences.d" / "50-moshi-build.pref").read_text()
     assert pin == ("Package: *\nPin: release n=sid\nPin-Priority: 100\n\n"
-                   "Package: *\nPin: release n=experimental\nPin-Priority: 50\n")
+                   "Package: *\nPin: release a=sid\nPin-Priority: 100\n\n"
+                   "Package: *\nPin: release n=experimental\nPin-Priority: 50\n\n"
+                   "Package: *\nPin: release a=experimental\nPin-Priority: 50\n")
 
 
 def test_setup_hook_fails_without_a_base_suite_line(tmp_path):

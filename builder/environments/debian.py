@@ -1,24 +1,28 @@
-"""A Debian root filesystem with ROCm 6.4, made by mmdebstrap and entered with chroot.
+"""A Debian root filesystem with a ROCm stack (resources/stacks.toml), made by mmdebstrap
+and entered with chroot.
 
 Layout under the cache dir given to the constructor (normally CACHE/envs):
 
-  debian-<base>-<key>/            one complete environment (never half-made)
-    root/                         the root filesystem
-    info.json                     probed versions, paths and gfx target sets
-    spec.json                     the package lists and suites it was made from
-    mmdebstrap.log                how it was made
-    session.lock                  held (shared) by every session using it
-  .debian-<base>-<key>.lock       held while it is being created or removed
-  .debian-<base>-<key>.*.tmp/     work in progress; removed by the next ensure()
+  debian-rocm<stack>-<base>-<key>/   one complete environment (never half-made)
+    root/                            the root filesystem
+    info.json                        probed versions, paths, gfx target sets, stand-ins
+    packages.json                    every Debian package installed, with its version
+    spec.json                        the stack it was made from
+    create.log                       how it was made (mmdebstrap, then the stack's steps)
+    session.lock                     held (shared) by every session using it
+  .debian-rocm<stack>-<base>-<key>.lock    held while it is being created or removed
+  .debian-rocm<stack>-<base>-<key>.*.tmp/  work in progress; removed by the next ensure()
 
-<key> hashes the package lists and suites (resources/environments.toml), so a
-changed list makes a new root and an unchanged one is reused. The root is made
+<key> hashes the ROCm stack (suites, pinned packages, steps; resources/stacks.toml),
+so a changed stack makes a new root and an unchanged one is reused. The root is made
 in a temporary sibling and renamed into place only when it is complete and
 probed, so an interrupted creation never counts as complete.
 
 The base suite and its default mirror come from mmdebstrap; a setup hook adds
-the extra suite (sid) of the same mirror by copying the base suite's line of
-etc/apt/sources.list, and pins it low.
+the stack's extra suites (sid, experimental) of the same mirror by copying the
+base suite's line of etc/apt/sources.list, and pins them low. Then the stack's
+steps run inside: every pin is checked against `apt-cache madison` first, then
+exact NAME=VERSION installs and generated stand-ins, in order.
 """
 
 from __future__ import annotations
@@ -97,8 +101,9 @@ class DebianSpec:
         if not extras:
             return "true"
         copies = "".join(f"\\n\\1{e}\\3" for e in extras)
-        pref = "\\n".join(f"Package: *\\nPin: release n={s.name}\\nPin-Priority: {s.priority}\\n"
-                           for s in self.stack.suites)
+        # n= (codename) matches sid; experimental's codename is rc-buggy, so a= (suite) too.
+        pref = "\\n".join(f"Package: *\\nPin: release {field}={s.name}\\nPin-Priority: {s.priority}\\n"
+                           for s in self.stack.suites for field in ("n", "a"))
         checks = [
             f'grep -qE "^(deb(\\s+\\[[^]]*\\])?\\s+\\S+\\s+{e}(\\s|$)|Suites:.*\\s{e}(\\s|$))" '
             f'"$S" "$D"/*.sources 2>/dev/null || {{ echo "setup hook: no {base} line to copy for {e}" >&2; exit 1; }}'
@@ -341,7 +346,7 @@ class DebianEnvironment(BuildEnvironment):
             if not self.exists():
                 raise ToolchainError(
                     f"the debian build environment is not created yet (it goes to {self.home}); "
-                    "create it first (about 3 minutes, 5.5 GB)"
+                    "create it first (moshi-build env create; about 2 minutes, 3-6 GB)"
                 )
             self._info = json.loads(self.info_path.read_text())
         return dict(self._info)
@@ -598,10 +603,14 @@ class DebianEnvironment(BuildEnvironment):
         (work / "pkg" / "DEBIAN" / "control").write_text(standin_control(step, self.spec.architecture))
         doc = work / "pkg" / "usr" / "share" / "doc" / step.package
         doc.mkdir(parents=True)
-        (doc / "copyright").write_text(standin_copyright(step))
+        (doc / "copyright").write_text(standin_copyright(step.record(symbols)))
         record_dir = work / "pkg" / STANDIN_RECORD_DIR
         record_dir.mkdir(parents=True)
         (record_dir / f"{step.package}.json").write_text(json.dumps(step.record(symbols), indent=2) + "\n")
+        # dpkg-deb wants DEBIAN/ at 0755..0775 and the files readable, whatever root's umask is.
+        for path in (work / "pkg").rglob("*"):
+            path.chmod(0o755 if path.is_dir() or path.name == step.soname else 0o644)
+        (work / "pkg").chmod(0o755)
         deb = work_inner / f"{step.package}.deb"
         inside(["dpkg-deb", "--root-owner-group", "--build", str(work_inner / "pkg"), str(deb)],
                f"packaging the stand-in {step.package}")
@@ -624,8 +633,8 @@ class DebianEnvironment(BuildEnvironment):
                 f"(log: {kept})")
         raise ToolchainError(
             f"mmdebstrap failed (exit {code}) creating the debian build environment; last "
-            f"{LOG_TAIL_LINES} lines of the log:\n{tail}full log: {kept}; the package lists are in "
-            "builder/resources/environments.toml")
+            f"{LOG_TAIL_LINES} lines of the log:\n{tail}full log: {kept}; the ROCm stacks are in "
+            "builder/resources/stacks.toml")
 
     def _probe(self, root: Path) -> dict:
         session = DebianSession(root)
@@ -657,7 +666,7 @@ class DebianEnvironment(BuildEnvironment):
         hip = info.get("hip_version")
         if not hip:
             raise ToolchainError(f"hipconfig does not run in the new root; see {info.get('home')}; "
-                                 "check the package lists in builder/resources/environments.toml")
+                                 "check the ROCm stack's pins in builder/resources/stacks.toml")
         if Version(hip) < self.min_hip:
             raise ToolchainError(f"the new root has HIP {hip}, older than {self.min_hip} that ROCm stack "
                                  f"{self.stack.name} needs; check its pins in builder/resources/stacks.toml")
