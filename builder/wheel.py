@@ -451,6 +451,16 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
     for name, src in data_files.items():
         _copy_file(src, bindir / name, 0o644)
     echo(f"staged {len(tool_files)} tools, {len(lib_files)} libraries, {len(data_files)} data files")
+    if spec.trim_device_code:
+        # Our own fat binaries (ggml-hip) carry only their target already; their compressed
+        # bundles are compressed again, harder (offload.ZSTD_LEVEL).
+        from builder import offload
+
+        for path in elf_files:
+            if offload.fatbin_section(path) is not None:
+                r = offload.trim_to_target(path, gpu_target)
+                echo(f"{path.name}: {r.bundles} bundles, {r.entries_dropped} code objects of other targets "
+                     f"dropped, {r.bytes_saved / 1e6:.1f} MB saved by compressing {r.compressed_bundles} again")
 
     dirs = runtime.library_dirs(runtime_root)
     if not dirs:
@@ -519,9 +529,17 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
                                   f"but none for {gpu_target}")
             keep = set(runtime.select_target_files(rel, gpu_target))
         dest_dir = package_dir / rule.into
+        saved = 0
         for p, r in zip(files, rel):
             if r in keep:
                 _copy_file(p, dest_dir / r, 0o644)
+                if spec.trim_device_code and rule.select == "gpu_target" and r.endswith(".co"):
+                    from builder import offload
+
+                    result = offload.trim_bundle_file(dest_dir / r, gpu_target)
+                    saved += result.bytes_saved if result else 0
+        if saved:
+            echo(f"{rule.name}: code-object bundles {saved / 1e6:.1f} MB smaller, compressed again")
         if rule.env:
             env[rule.env] = rule.into
         data_dirs[rule.name] = (source, len(keep), len(files) - len(keep))

@@ -460,7 +460,7 @@ def standin_elf(tmp_path_factory, elf):
     d = tmp_path_factory.mktemp("standin")
     f = {"solver": gcc(d / "librocsolver-0a1b2c3d.so.0", "int rocsolver_sgetrf(void) { return 2; }\n"
                        "int rocsolver_dgels(void) { return 2; }\n")}
-    f["hipblas"] = gcc(d / "libhipblas-4e5f6a7b.so.3", "int rocsolver_sgetrf(void);\n"
+    f["hipblas"] = gcc(d / "libhipblas-4e5f6a7b.so.3.2", "int rocsolver_sgetrf(void);\n"
                        "int hipblasSgetrf(void) { return rocsolver_sgetrf(); }\nint hipblasSgemm(void) { return 0; }\n",
                        libs=(f["solver"],))
     hip_src = ("int demo_core(void); int rocblas_create_handle(void); int hipblasSgemm(void);\n"
@@ -486,7 +486,7 @@ def standin_members(elf, standin_elf, ggml_hip: str = "ggml-hip") -> dict:
         {"package": "libhipblas3", "version": "7.2.4-1~exp1", "license": "MIT", "libraries": ["libhipblas.so.3"]}]
     content[f"{PKG}/_runtime.json"] = json.dumps(info).encode()
     content[f"{LIBS}/librocsolver-0a1b2c3d.so.0"] = standin_elf["solver"]
-    content[f"{LIBS}/libhipblas-4e5f6a7b.so.3"] = standin_elf["hipblas"]
+    content[f"{LIBS}/libhipblas-4e5f6a7b.so.3.2"] = standin_elf["hipblas"]
     content[f"{PKG}/bin/libggml-hip.so"] = standin_elf[ggml_hip]
     for extra in ("LICENSES/system/librocsolver0/copyright", "LICENSES/system/libhipblas3/copyright"):
         content[f"{DIST_INFO}/licenses/{extra}"] = b"copyright\n"
