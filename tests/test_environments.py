@@ -744,14 +744,27 @@ def real_env():
 @pytest.mark.slow
 def test_real_root_info(real_env):
     info = real_env.info()
-    assert info["hip_version"].startswith("6.4")
-    assert info["clang_version"].startswith("21.")
+    # The default stack, 7.2: ROCm 7.2.4 from experimental with clang-22, on trixie's glibc.
+    assert info["hip_version"].startswith("7.2")
+    assert info["clang_version"].startswith("22.")
     assert info["glibc_version"] == "2.41"
-    assert info["rocblas_library"] == "/usr/lib/x86_64-linux-gnu/rocblas/4.4.1/library"
-    assert {"gfx1100", "gfx1030", "gfx90a"} <= real_env.rocblas_kernel_targets()
-    assert "gfx942" not in real_env.rocblas_kernel_targets()
-    assert {"gfx942", "gfx1100", "gfx1201"} <= real_env.supported_gpu_targets()
-    assert real_env.rocblas_label == "Debian's rocBLAS 6.4"
+    assert info["rocblas_library"] == "/usr/lib/x86_64-linux-gnu/rocblas/5/library"
+    assert {"gfx1100", "gfx1030", "gfx90a", "gfx942", "gfx1151", "gfx1200", "gfx1201"} <= \
+        real_env.rocblas_kernel_targets()
+    assert not {"gfx1150", "gfx1152", "gfx1103"} & real_env.rocblas_kernel_targets()
+    assert {"gfx942", "gfx1100", "gfx1201", "gfx1151"} <= real_env.supported_gpu_targets()
+    assert real_env.rocblas_label == "Debian's rocBLAS 7.2"
+    # Every package is recorded with its exact version; the pins hold; the stand-in is there.
+    packages = real_env.installed_packages()
+    assert packages["libc6"].startswith("2.41-")
+    for pin in stacks.get_stack("7.2").pins:
+        assert packages.get(pin.name) == pin.version, pin
+    (standin,) = info["standins"]
+    assert packages["librocsolver0"] == standin["version"] == "7.2.4-1~exp1+moshibuild1"
+    assert len(standin["symbols"]) > 50 and all(n.startswith("rocsolver_") for n in standin["symbols"])
+    lib = real_env.root / "usr/lib/x86_64-linux-gnu/librocsolver.so.0"
+    defined = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
+    assert all(n in defined for n in standin["symbols"])
 
 
 @pytest.mark.slow
@@ -760,9 +773,10 @@ def test_real_root_checks_targets_fast(real_env):
     fresh = DebianEnvironment(REAL_ENVS)  # nothing cached in memory
     fresh.ensure()
     targets.check_targets(["gfx1100", "gfx1030"], fresh)
-    with pytest.raises(TargetError, match="gfx942: Debian's rocBLAS 6.4 ships no kernels for it; "
+    targets.check_targets(["gfx942", "gfx1151", "gfx1201"], fresh)
+    with pytest.raises(TargetError, match="gfx1150: Debian's rocBLAS 7.2 ships no kernels for it; "
                                           "targets this environment supports: gfx803 gfx900"):
-        targets.check_targets(["gfx942"], fresh)
+        targets.check_targets(["gfx1150"], fresh)
     assert time.monotonic() - start < 5
 
 
@@ -772,7 +786,7 @@ def test_real_session_runs_hipconfig_and_unmounts(real_env, tmp_path):
     with real_env.session([tmp_path]) as s:
         assert mounts.is_mount_point(real_env.root / "proc")
         r = s.run(["hipconfig", "--version"])
-        assert r.returncode == 0 and r.stdout.startswith("6.4"), r.stderr
+        assert r.returncode == 0 and r.stdout.startswith("7.2"), r.stderr
         r = s.run(["sh", "-c", "pwd; cat in.txt; echo made inside > out.txt"], cwd=tmp_path)
         assert r.stdout.splitlines() == [str(tmp_path), "from the host"]
         r = s.run(["getconf", "GNU_LIBC_VERSION"])

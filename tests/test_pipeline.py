@@ -24,7 +24,8 @@ from tests.conftest import SHARED_CACHE, TESTAPP, fetch_options, train_tiny_toke
 
 
 RUNTIME_FILES = (("lib/libggml*.so*", "ggml-core"), ("bin/libggml-*.so", "ggml-core"),
-                 ("lib/libggml-hip.so", "ggml-hip"), ("lib/lib*.so*", "ffmpeg"))
+                 ("lib/libggml-hip.so", "ggml-hip"), ("lib/lib*.so*", "ffmpeg"), ("lib/lib*.so*", "opus"),
+                 ("lib/libSDL2*.so*", "sdl2"))
 
 
 def put_runtime_beside(directory: Path, prefixes: dict[str, Path], extra=()) -> None:
@@ -351,7 +352,7 @@ SABOTAGES = {
 def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, testapp_wheel, built, environment,
                                                                       clean_root, tmp_path):
     """Break the bundling on purpose: verify names the breakage, and the application fails in the clean root."""
-    from builder import verify
+    from builder import code_selection, verify
 
     pattern, check, app_check = SABOTAGES[sabotage]
     broken = tmp_path / testapp_wheel.name
@@ -361,7 +362,8 @@ def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, 
 
     recipes, report = built
     result = verify.verify_wheel(broken, dlopen=sorted({lib for r in recipes.values() for lib in r.dlopen}),
-                                 build_paths=verify.build_dirs_of(report, environment.root))
+                                 build_paths=verify.build_dirs_of(report, environment.root),
+                                 probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
     print("\n".join(result.lines()))
     assert [c.name for c in result.failures] == [check]
 
