@@ -48,6 +48,7 @@ from elftools.elf.elffile import ELFFile
 from packaging.utils import parse_wheel_filename
 
 from builder import runtime
+from builder.errors import FatalError
 from builder.offload import BundleFormatError, FatbinSummary, fatbin_summary
 from builder.recipe import PROJECT_ROOT
 from builder.runtime import RuntimeSpec
@@ -687,7 +688,10 @@ def check_code_selection(ctx: Context) -> CheckResult:
         return CheckResult("code-selection", True, "no device code in the wheel")
     tags = [m for m in (_MANYLINUX.match(t) for t in ctx.contents.report.platform_tags) if m]
     needed = max(((int(m.group(1)), int(m.group(2))) for m in tags), default=None)
-    probe_root = ctx.probe_root(needed) if callable(ctx.probe_root) else ctx.probe_root
+    try:
+        probe_root = ctx.probe_root(needed) if callable(ctx.probe_root) else ctx.probe_root
+    except FatalError as e:  # e.g. the clean root cannot be made here (not root, no network)
+        return _result("code-selection", [f"no root filesystem to run the wheel's comgr in: {e}"], "")
     if probe_root is None:
         return _result("code-selection", ["no root filesystem to run the wheel's comgr in was given"], "")
     sel = code_selection.check_wheel(ctx.contents.report.path, target=target, machs=elf_machs(),

@@ -514,3 +514,14 @@ def test_a_library_importing_the_standin_directly_fails(tmp_path, elf, standin_e
     failed = failing(check(tmp_path, standin_members(elf, standin_elf, "ggml-hip-direct")))
     assert failed["standins"] == ("FAIL standins: libggml-hip.so imports rocsolver_dgels, which only the "
                                   "stand-in librocsolver.so.0 defines (it returns 2: not implemented)")
+
+
+def test_no_root_to_run_comgr_in_is_a_failed_check_not_a_crash(tmp_path, elf):
+    from builder.errors import ToolchainError
+
+    def cannot(needed):
+        raise ToolchainError("the clean root filesystem needs root (mmdebstrap, chroot)")
+
+    results = check(tmp_path, members(elf), probe_root=cannot)
+    assert failing(results) == {"code-selection": "FAIL code-selection: no root filesystem to run the wheel's "
+                                "comgr in: the clean root filesystem needs root (mmdebstrap, chroot)"}
