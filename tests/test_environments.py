@@ -15,7 +15,7 @@ import pytest
 
 from builder import targets
 from builder.environments import (
-    DebianEnvironment, DebianSession, DebianSpec, HostEnvironment, get_environment, load_config,
+    DebianEnvironment, DebianSession, DebianSpec, HostEnvironment, get_environment,
 )
 from builder.environments import base, debian, mounts, stacks
 from builder.errors import ConfigurationError, PinnedPackageError, ToolchainError, TargetError

@@ -49,7 +49,7 @@ from packaging.version import Version
 
 from builder.environments import mounts
 from builder.environments.base import (
-    PROBE_VERSION, BuildEnvironment, EnvSession, load_config, probe, short_version,
+    PROBE_VERSION, BuildEnvironment, EnvSession, probe, short_version,
 )
 from builder.environments.stacks import (
     STANDIN_RECORD_DIR, InstallStep, RocmStack, StandinStep, check_pins, get_stack, standin_control,
@@ -467,7 +467,6 @@ class DebianEnvironment(BuildEnvironment):
         start = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.home.name}.", suffix=".tmp", dir=self.cache_dir))
         log = tmp / "create.log"
-        proc = None
         try:
             argv = self.mmdebstrap_argv(tmp / "root")
             suites = " + ".join(s.name for s in self.stack.suites) or "nothing else"
@@ -621,7 +620,7 @@ class DebianEnvironment(BuildEnvironment):
 
     def _creation_failed(self, log: Path, code: int) -> None:
         text = log.read_text(errors="replace")
-        tail = "".join(collections.deque(text.splitlines(keepends=True), maxlen=LOG_TAIL_LINES))
+        tail = _tail(log)
         kept = self.cache_dir / f"{self.home.name}.failed.log"
         if "No space left on device" in text:
             raise DiskFullError(f"no space left on the device holding {self.cache_dir} while creating the "
