@@ -101,10 +101,26 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
             target=target, prefixes=prefixes, tools=tools, runtime_root=runtime_root,
             components=components, out_dir=out_dir, version=app.version,
             build_number=build_number, dlopen=dlopen, build_info=build_info, echo=echo,
+            compile_library=environment_compiler(environment),
         )
         verify_built_wheel(path, report, runtime_root, dlopen, envs_dir, echo)
         paths.append(path)
     return paths
+
+
+def environment_compiler(environment: BuildEnvironment):
+    """Stand-ins (builder/standins.py) are compiled by the build environment's gcc: the glibc
+    they link against is the one the wheel's manylinux tag is computed from."""
+    from builder import standins
+    from builder.errors import BuildStepError
+
+    def compile_library(source: Path, output: Path, soname: str) -> None:
+        with environment.session([source.parent]) as session:
+            done = session.run(standins.compile_argv("gcc", source, output, soname), timeout=600)
+        if done.returncode != 0:
+            raise BuildStepError(f"compiling the stand-in {soname} in the build environment failed: "
+                                 f"{(done.stderr or done.stdout).strip()[-400:]}")
+    return compile_library
 
 
 def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, dlopen, envs_dir: Path,

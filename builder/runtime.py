@@ -37,6 +37,7 @@ from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 
 from builder.errors import RecipeError, ToolchainError
+from builder.standins import WheelStandinRule
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class RuntimeSpec:
     debian_licenses: tuple[tuple[str, str], ...]
     path: Path | None = None
     trim_device_code: bool = False
+    standins: tuple[WheelStandinRule, ...] = ()
 
     def distribution_for(self, gpu_target: str) -> str:
         return self.distribution.format(gpu_target=gpu_target, package=self.package)
@@ -146,6 +148,12 @@ _SCHEMA = {
             "properties": {"name": _STR, "needed_by": _STR, "search": _STRS, "into": _STR,
                            "select": {"enum": ["gpu_target"]}, "env": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$"}},
         }},
+        "standin": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["soname", "needed_by", "symbol_prefix", "replaces", "why"],
+            "properties": {"soname": _STR, "needed_by": _STR, "symbol_prefix": _STR, "replaces": _STR,
+                           "why": _STR, "license": _STR},
+        }},
         "debian_licenses": {"type": "object", "additionalProperties": _STR},
     },
 }
@@ -178,6 +186,7 @@ def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
                                     d.get("select"), d.get("env")) for d in data.get("data_dir", ())),
         debian_licenses=tuple(data.get("debian_licenses", {}).items()),
         path=Path(where),
+        standins=tuple(WheelStandinRule(**s) for s in data.get("standin", ())),
     )
     for field in ("{release}", "{build_number}"):
         if field not in spec.version_format:

@@ -52,6 +52,7 @@ from builder.errors import FatalError
 from builder.offload import BundleFormatError, FatbinSummary, fatbin_summary
 from builder.recipe import PROJECT_ROOT
 from builder.runtime import RuntimeSpec
+from builder.standins import behaviour_of
 
 _GRAFTED = re.compile(r"^(?P<base>.+)-[0-9a-f]{8}(?P<ext>\..+)$")
 _MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(?P<arch>.+)$")
@@ -706,14 +707,15 @@ def check_code_selection(ctx: Context) -> CheckResult:
 
 
 def check_standins(ctx: Context) -> CheckResult:
-    """Generated stand-ins (stacks.toml): only their consumer imports what they define, and
-    no library imports a function of the consumer that would reach them."""
+    """Generated stand-ins (stacks.toml, runtime.toml): only their consumers import what they
+    define, and no library imports a function of a consumer that would reach them."""
     standins = (ctx.info or {}).get("standins") or []
     if not standins:
         return CheckResult("standins", True, "the wheel carries no generated stand-in")
     problems, found = [], []
     for s in standins:
         soname, consumer = s.get("soname", "?"), s.get("consumer", "?")
+        consumers = [c.strip() for c in consumer.split(",")]
         symbols = set(s.get("symbols", []))
         members = [m for m in sorted(ctx.contents.elf) if _is_library(ctx, m, soname)]
         if not members:
@@ -726,18 +728,18 @@ def check_standins(ctx: Context) -> CheckResult:
                             f"e.g. {missing[0]}")
         solver = re.compile(s.get("solver_functions") or r"(?!)")
         for member, details in sorted(ctx.contents.details.items()):
-            if member == members[0] or _is_library(ctx, member, consumer):
+            if member == members[0] or any(_is_library(ctx, member, c) for c in consumers):
                 continue
             reached = sorted(details.imports & symbols)
             if reached:
                 problems.append(f"{posixpath.basename(member)} imports {reached[0]}, which only the stand-in "
-                                f"{soname} defines (it returns {s.get('return_value')}: not implemented)")
+                                f"{soname} defines (each of its functions {behaviour_of(s)})")
             calls = sorted(n for n in details.imports if solver.search(n))
             if calls:
                 problems.append(f"{posixpath.basename(member)} imports {calls[0]} of {consumer}, which reaches "
                                 f"the stand-in {soname}")
         found.append(f"{soname} stands in for {s.get('replaces')} ({len(symbols)} functions); only {consumer} "
-                     f"imports them, and nothing imports its solver functions")
+                     "imports them" + (", and nothing imports its solver functions" if s.get("solver_functions") else ""))
     return _result("standins", problems, "; ".join(found))
 
 

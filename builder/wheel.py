@@ -50,7 +50,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from builder import runtime
-from builder.environments.stacks import standin_copyright
+from builder import standins as standins_mod
+from builder.standins import standin_copyright
 from builder.errors import BuildStepError, ConfigurationError, TargetError, ToolchainError
 from builder.recipe import PROJECT_ROOT
 from builder.runtime import Closure, ExternalLibrary, RuntimeSpec, read_elf
@@ -322,6 +323,7 @@ class Payload:
     data_dirs: dict[str, tuple[Path, int, int]]  # rule name -> (source, files kept, files dropped)
     system: list[SystemPackage]
     ldpaths: list[Path]
+    standins: list[dict] = dataclasses.field(default_factory=list)  # made for this wheel (runtime.toml)
 
 
 def _copy_file(src: Path, dest: Path, mode: int) -> None:
@@ -434,7 +436,8 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
 
 def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
                   gpu_target: str, spec: RuntimeSpec, ext: Tools, log_path: Path,
-                  echo: Callable[[str], None] = print, standins: Sequence[Mapping] = ()) -> Payload:
+                  echo: Callable[[str], None] = print, standins: Sequence[Mapping] = (),
+                  compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler) -> Payload:
     runtime_root = Path(runtime_root)
     package_dir = root / spec.package
     bindir = package_dir / spec.bin_dir
@@ -511,6 +514,8 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         raise BuildStepError("libraries resolve outside the runtime root (absolute symlinks?): " + ", ".join(
             f"{s} -> {p}" for s, p in sorted(closure.outside_root.items())))
 
+    generated = _make_standins(closure, elf_files, spec, runtime_root, root.parent / "standins", compile_library, echo)
+
     # Data folders read at run time (rocBLAS kernels), filtered to this target.
     env: dict[str, str] = {}
     data_dirs: dict[str, tuple[Path, int, int]] = {}
@@ -545,13 +550,49 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         data_dirs[rule.name] = (source, len(keep), len(files) - len(keep))
         echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
 
-    system = _system_packages(list(closure.libraries.values()) + dlopen_sources, runtime_root, spec, echo,
+    system = _system_packages([l for l in list(closure.libraries.values()) + dlopen_sources
+                               if l.soname not in generated], runtime_root, spec, echo,
                               standins, root.parent / "standin-notices")
+    system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
     trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
         if spec.trim_device_code else None
-    ldpaths = list(dict.fromkeys(([trimmed_dir] if trimmed_dir else []) + dirs + closure.directories))
+    first = ([root.parent / "standins"] if generated else []) + ([trimmed_dir] if trimmed_dir else [])
+    ldpaths = list(dict.fromkeys(first + dirs + closure.directories))
     return Payload(root, package_dir, list(tool_files), elf_files, closure, dlopened, openers, env,
-                   data_dirs, system, ldpaths)
+                   data_dirs, system, ldpaths, list(generated.values()))
+
+
+def _make_standins(closure: Closure, elf_files: Sequence[Path], spec: RuntimeSpec, runtime_root: Path, into: Path,
+                   compile_library: standins_mod.CompileLibrary, echo: Callable[[str], None]) -> dict[str, dict]:
+    """runtime.toml [[standin]]: generate each stand-in whose library is in the closure and
+    point the closure at it (auditwheel grafts it, found first on its ldpaths)."""
+    made: dict[str, dict] = {}
+    db = None
+    for rule in spec.standins:
+        lib = closure.libraries.get(rule.soname)
+        if lib is None:
+            continue
+        consumers = []
+        for path in [*(l.realpath for l in closure.libraries.values()), *elf_files]:
+            facts = runtime.read_elf(path)
+            if facts is not None and rule.soname in facts.needed:
+                consumers.append((facts.soname or path.name, path))
+        db = db or runtime.PackageDatabase.for_root(runtime_root)
+        owner = db.owner(lib.realpath, lib.path) if db else None
+        original = (owner, db.version(owner) or "unknown") if owner else None
+        record = standins_mod.make_wheel_standin(rule, lib.realpath, original, consumers, into, compile_library)
+        lib.path = lib.realpath = into / rule.soname
+        made[rule.soname] = record
+        echo(f"{rule.soname}: a generated stand-in for {rule.replaces} with the {len(record['symbols'])} "
+             f"{rule.symbol_prefix}* functions {record['consumer']} imports (each aborts if called)")
+    return made
+
+
+def _standin_package(record: dict, notices_dir: Path) -> SystemPackage:
+    notice = notices_dir / record["package"] / "copyright"
+    notice.parent.mkdir(parents=True, exist_ok=True)
+    notice.write_text(standins_mod.standin_copyright(record))
+    return SystemPackage(record["package"], record["version"], record["license"], notice, (record["soname"],))
 
 
 def _trim_device_code(closure: Closure, into: Path, gpu_target: str,
@@ -709,7 +750,8 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
                 components: Sequence[Component | Sequence | Mapping], out_dir: Path, version: str,
                 build_number: int = 0, dlopen: Sequence[str] = (), spec: RuntimeSpec | None = None,
                 template_dir: Path = TEMPLATE_DIR, work_dir: Path | None = None, keep_work: bool = False,
-                build_info: Mapping | None = None, echo: Callable[[str], None] = print) -> Path:
+                build_info: Mapping | None = None, echo: Callable[[str], None] = print,
+                compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler) -> Path:
     """Build, repair and check the wheel of one gfx target; returns the repaired wheel's path.
 
     prefixes:  step name -> install prefix (the target's own for per-target steps)
@@ -753,7 +795,7 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
         # 1. payload
         payload = stage_payload(root=work / "payload", prefixes=prefixes, tools=tools, runtime_root=runtime_root,
                                 gpu_target=target, spec=spec, ext=ext, log_path=log_path, echo=echo,
-                                standins=standins)
+                                standins=standins, compile_library=compile_library)
         all_components = comps
         system = payload.system
         info = {
@@ -769,8 +811,9 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
             "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
                                  "libraries": list(p.libraries)} for p in system],
             "build": build_info,
-            # Generated libraries standing in for a package (stacks.toml), with what they define.
-            "standins": [s for s in standins if any(p.package == s.get("package") for p in system)],
+            # Generated libraries standing in for a package (stacks.toml, runtime.toml), with what they define.
+            "standins": [s for s in standins if any(p.package == s.get("package") for p in system)]
+                        + payload.standins,
         }
         (payload.package_dir / "_runtime.json").write_text(json.dumps(info, indent=2) + "\n")
         (payload.root / PAYLOAD_MARKER).write_text(json.dumps(

@@ -435,5 +435,14 @@ def test_info_lists_the_standin_as_such(tmp_path, site):
                          "return_value": 2, "symbols": ["rocsolver_sgetrf", "rocsolver_dgels"]}]
     lines = info_lines(info, tmp_path)
     assert "built with: ROCm stack 7.2 (HIP 7.2.53211, clang 22.1.8, rocBLAS 5.2.0, glibc 2.41)" in lines
-    assert ("    a generated STAND-IN, not rocSOLVER 7.2.4: its 2 rocsolver_* functions return 2 (not "
+    assert ("    a generated STAND-IN, not rocSOLVER 7.2.4: each of its 2 rocsolver_* functions returns 2 (not "
             "implemented); only libhipblas.so.3 links it, for functions the tools never call") in lines
+    info["system_packages"].append({"package": "libz3-4", "version": "4.13.4-1+moshibuild1",
+                                    "license": "MIT", "libraries": ["libz3.so.4"]})
+    info["standins"].append({"package": "libz3-4", "replaces": "Z3, the SMT solver (libz3-4 4.13.4-1, libz3.so.4)",
+                             "consumer": "libLLVM.so.22.1", "behaviour": "writes its name to stderr and aborts",
+                             "symbols": ["Z3_mk_context", "Z3_del_context"]})
+    lines = info_lines(info, tmp_path)
+    assert ("    a generated STAND-IN, not Z3, the SMT solver (libz3-4 4.13.4-1, libz3.so.4): each of its 2 Z3_* "
+            "functions writes its name to stderr and aborts; only libLLVM.so.22.1 links it, for functions "
+            "the tools never call") in lines

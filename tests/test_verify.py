@@ -513,7 +513,7 @@ def test_a_library_calling_a_solver_function_fails_standins(tmp_path, elf, stand
 def test_a_library_importing_the_standin_directly_fails(tmp_path, elf, standin_elf):
     failed = failing(check(tmp_path, standin_members(elf, standin_elf, "ggml-hip-direct")))
     assert failed["standins"] == ("FAIL standins: libggml-hip.so imports rocsolver_dgels, which only the "
-                                  "stand-in librocsolver.so.0 defines (it returns 2: not implemented)")
+                                  "stand-in librocsolver.so.0 defines (each of its functions returns 2 (not implemented))")
 
 
 def test_no_root_to_run_comgr_in_is_a_failed_check_not_a_crash(tmp_path, elf):

@@ -50,10 +50,11 @@ def info_lines(info: dict, package_dir=PACKAGE_DIR) -> list:
                                               ", ".join(p.get("libraries", []))))
             s = standins.get(p.get("package"))
             if s:
-                lines.append("    a generated STAND-IN, not %s: its %d %s* functions return %s "
-                             "(not implemented); only %s links it, for functions the tools never call"
+                behaviour = s.get("behaviour") or "returns %s (not implemented)" % s.get("return_value")
+                lines.append("    a generated STAND-IN, not %s: each of its %d %s* functions %s; "
+                             "only %s links it, for functions the tools never call"
                              % (s.get("replaces"), len(s.get("symbols", [])),
-                                (s.get("symbols") or ["?"])[0].split("_")[0] + "_", s.get("return_value"),
+                                (s.get("symbols") or ["?"])[0].split("_")[0] + "_", behaviour,
                                 s.get("consumer")))
     return lines
 
