@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import sys
 from pathlib import Path
@@ -11,12 +10,14 @@ from pathlib import Path
 import click
 
 from builder import __version__
-from builder.cache import Cache
+from builder.common.cache import Cache
 from builder.errors import ConfigurationError, FatalError, InterruptedByUser
-from builder.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application
-from builder import pipeline, sizes, sources
-from builder.environments import default_stack_name, get_environment, get_stack, stack_names
-from builder.targets import parse_gpu_targets, targets_table
+from builder.sources.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application
+from builder import pipeline
+from builder.check import sizes
+from builder.sources import fetch as sources
+from builder.envs import default_stack_name, get_environment, get_stack, stack_names
+from builder.rocm.targets import parse_gpu_targets, targets_table
 
 
 def source_options(func):
@@ -173,7 +174,7 @@ def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, environm
 @source_options
 def bench_cmd(gpu_target, size, device, threads, wheel, app, environment, recipes, fetch_options):
     """moshi-tts --bench from the build tree and from the installed wheel: frames/s and their ratio."""
-    from builder import bench
+    from builder.commands import bench
 
     (target,) = parse_gpu_targets(gpu_target)
     result = bench.bench(select_application(recipes, app), target, environment, fetch_options,
@@ -204,7 +205,8 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, recipes_dir):
     """Check built wheels without installing them (one line per check; exit 1 on any failure)."""
     import json
 
-    from builder import code_selection, verify
+    from builder.check import code_selection
+    from builder.check import verify
 
     dlopen = sorted({lib for r in load_recipes(recipes_dir).values() for lib in r.dlopen})
     dirs = verify.default_build_paths(cache_dir) + list(build_paths)
@@ -258,7 +260,7 @@ def targets_cmd(environment):
 @rocm_option
 def matrix_cmd(gpu_targets, families, github_output, rocm):
     """Print the GitHub Actions build matrix (JSON) for the given targets or families."""
-    from builder import matrix
+    from builder.publish import matrix
 
     stack = get_stack(rocm)
     gh_matrix = matrix.github_matrix(matrix.resolve_targets(
@@ -277,7 +279,7 @@ def matrix_cmd(gpu_targets, families, github_output, rocm):
               help="Link files at URL/FILE instead of copying them into the index.")
 def index_cmd(wheelhouse, out_dir, base_url):
     """Write a PEP 503 simple index of the wheels in WHEELHOUSE (for GitHub Pages)."""
-    from builder import simple_index
+    from builder.publish import simple_index
 
     simple, dists = simple_index.build_index(wheelhouse, out_dir, base_url)
     for d in dists:

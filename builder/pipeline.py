@@ -8,10 +8,12 @@ import os
 import time
 from pathlib import Path
 
-from builder import sources, steps, targets
-from builder.cache import Cache
-from builder.environments import BuildEnvironment
-from builder.recipe import Recipe, all_steps
+from builder.sources import fetch as sources
+from builder.build import steps
+from builder.rocm import targets
+from builder.common.cache import Cache
+from builder.envs import BuildEnvironment
+from builder.sources.recipe import Recipe, all_steps
 
 
 @dataclasses.dataclass
@@ -73,11 +75,13 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
                 environment: BuildEnvironment, out_dir: Path, build_number: int = 0,
                 envs_dir: Path | None = None, echo=print) -> list[Path]:
     """One repaired wheel per gfx target from the staged prefixes of a build."""
-    from builder import wheel  # heavy imports only when wheels are made
+    from builder.package import project
+    from builder.package import staging
+    from builder.package import wheel  # heavy imports only when wheels are made
 
     app = next(r for r in recipes.values() if r.role == "application")
     trees = {t.component: t for t in report.trees}
-    components = [wheel.component_from_recipe(r, trees[r.name].path) for r in recipes.values()]
+    components = [project.component_from_recipe(r, trees[r.name].path) for r in recipes.values()]
     dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
     runtime_root = Path(getattr(environment, "root", Path("/")))
     # The clean root that runs the wheel's comgr for verify lives beside the build roots.
@@ -96,7 +100,7 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     for target in gpu_targets:
         prefixes = {r.step: r.prefix for r in report.results if r.target in (None, target)}
         app_prefix = next(prefixes[s.step] for s in app.build)
-        tools = wheel.find_tools(app_prefix)
+        tools = staging.find_tools(app_prefix)
         path = wheel.build_wheel(
             target=target, prefixes=prefixes, tools=tools, runtime_root=runtime_root,
             components=components, out_dir=out_dir, version=app.version,
@@ -111,7 +115,7 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
 def environment_compiler(environment: BuildEnvironment):
     """Stand-ins (builder/standins.py) are compiled by the build environment's gcc: the glibc
     they link against is the one the wheel's manylinux tag is computed from."""
-    from builder import standins
+    from builder.rocm import standins
     from builder.errors import BuildStepError
 
     def compile_library(source: Path, output: Path, soname: str) -> None:
@@ -126,7 +130,8 @@ def environment_compiler(environment: BuildEnvironment):
 def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, dlopen, envs_dir: Path,
                        echo=print) -> None:
     """`moshi-build verify` on a fresh wheel; a failing one moves to OUT/rejected/ and the run ends."""
-    from builder import code_selection, verify
+    from builder.check import code_selection
+    from builder.check import verify
     from builder.errors import WheelVerificationError
 
     result = verify.verify_wheel(path, dlopen=dlopen, build_paths=verify.build_dirs_of(report, runtime_root),

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import pipeline, sources
-from builder.cache import Cache, default_cache_root
-from builder.environments import DebianEnvironment
-from builder.recipe import load_recipes, select_application
+from builder import pipeline
+from builder.sources import fetch as sources
+from builder.common.cache import Cache, default_cache_root
+from builder.envs import DebianEnvironment
+from builder.sources.recipe import load_recipes, select_application
 
 # A runner that starts the tests in the background (`cmd &` without job control)
 # hands them SIGINT ignored, and children inherit that; the Ctrl-C tests need the
@@ -66,7 +67,7 @@ def clean_root():
     """A root filesystem with Python and nothing else (builder/environments/clean.py), made once."""
     if os.geteuid() != 0:
         pytest.skip("the clean root filesystem needs root (mmdebstrap, chroot)")
-    from builder.environments.clean import CleanRoot
+    from builder.envs.clean import CleanRoot
 
     root = CleanRoot(SHARED_CACHE / "envs")
     root.ensure()

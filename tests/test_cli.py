@@ -1,11 +1,10 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from builder.cli import main
-from tests.test_sources import flip_byte, make_tarball
+from tests.sources.test_fetch import flip_byte, make_tarball
 
 RECIPE = """
 schema_version = 1

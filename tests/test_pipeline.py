@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import pipeline, sources
-from builder.cache import Cache
-from builder.environments import DebianEnvironment
+from builder import pipeline
+from builder.sources import fetch as sources
+from builder.common.cache import Cache
+from builder.envs import DebianEnvironment
 from builder.errors import TargetError
-from builder.offload import fatbin_summary
-from builder.recipe import load_recipes, select_application
+from builder.rocm.offload import fatbin_summary
+from builder.sources.recipe import load_recipes, select_application
 from tests.conftest import SHARED_CACHE, TESTAPP, fetch_options, train_tiny_tokenizer  # noqa: F401 (re-exported)
 
 
@@ -149,7 +150,8 @@ def test_real_moshi_cpp_when_its_source_is_given(environment):
 @pytest.mark.timeout(4800)
 def test_testapp_wheel_passes_verify(testapp_wheel, built, environment, clean_root):
     """make_wheels() verified the wheel already (it raises otherwise); here every check is read back."""
-    from builder import code_selection, verify
+    from builder.check import code_selection
+    from builder.check import verify
 
     recipes, report = built
     dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
@@ -196,7 +198,9 @@ def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, 
     what the HIP runtime asks, finds no code object there: verify fails."""
     from elftools.elf.elffile import ELFFile
 
-    from builder import code_selection, offload, verify
+    from builder.check import code_selection
+    from builder.rocm import offload
+    from builder.check import verify
 
     def drop_target(data: bytes) -> bytes:
         import io
@@ -223,13 +227,14 @@ def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_testapp_wheel_holds_one_targets_code(installed_testapp_wheel):
-    from builder import runtime, wheel
+    from builder.package import linkage
+    from builder.check import reader
 
     path = installed_testapp_wheel[0]
-    info = wheel.inspect_wheel(path)
+    info = reader.inspect_wheel(path)
     assert all(t.startswith("py3-none-manylinux_") for t in info.tags), info.tags
     kernels = [m for m in info.files if "/rocblas/library/" in m]
-    assert kernels and {t for m in kernels for t in runtime.gfx_tokens(Path(m).name)} == {"gfx1100"}
+    assert kernels and {t for m in kernels for t in linkage.gfx_tokens(Path(m).name)} == {"gfx1100"}
     assert any(m.endswith("libggml-hip.so") for m in info.files)
     assert sum(m.endswith(".so") and "libggml-cpu-" in m for m in info.files) >= 10
 
@@ -289,7 +294,7 @@ def ldd_outside_package(venv, wheel_path: Path) -> tuple[dict, list]:
 
     from packaging.utils import parse_wheel_filename
 
-    from builder import verify
+    from builder.check import verify
 
     site = venv.site_packages()
     tops = [str(p) for p in (site / "moshi_rocm", *(Path("/") / q.relative_to(venv.clean_root.root)
@@ -352,7 +357,8 @@ SABOTAGES = {
 def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, testapp_wheel, built, environment,
                                                                       clean_root, tmp_path):
     """Break the bundling on purpose: verify names the breakage, and the application fails in the clean root."""
-    from builder import code_selection, verify
+    from builder.check import code_selection
+    from builder.check import verify
 
     pattern, check, app_check = SABOTAGES[sabotage]
     broken = tmp_path / testapp_wheel.name

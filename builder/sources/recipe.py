@@ -1,0 +1,337 @@
+"""The recipe model: one TOML file per upstream component, loaded into typed objects.
+
+A recipe is data. It pins a source (archive URL, PyPI sdist or git commit, each
+with its checksum or full commit id), lists our patches with their sha256, and
+declares build steps as a build system plus options. The builder interprets
+these generically; it has no per-component branches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Union
+
+import jsonschema
+
+from builder.errors import RecipeError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RECIPES_DIR = PROJECT_ROOT / "recipes"
+DEFAULT_PATCHES_DIR = PROJECT_ROOT / "patches"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveSource:
+    url: str
+    sha256: str
+    filename: str
+    subdirectory: str | None = None
+    kind: Literal["archive"] = "archive"
+
+
+@dataclasses.dataclass(frozen=True)
+class PypiSource:
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    subdirectory: str | None = None
+    kind: Literal["pypi"] = "pypi"
+
+
+@dataclasses.dataclass(frozen=True)
+class DebianSource:
+    """A file of a Debian source package (e.g. its .orig.tar of the upstream release),
+    found in the archives apt is configured with (builder/debian_archive.py)."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    component: str = "main"
+    subdirectory: str | None = None
+    kind: Literal["debian"] = "debian"
+
+
+@dataclasses.dataclass(frozen=True)
+class GitSource:
+    url: str
+    commit: str
+    subdirectory: str | None = None
+    kind: Literal["git"] = "git"
+
+    @property
+    def repo_name(self) -> str:
+        """Last path component of the URL without .git: the name a mirror uses."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSource:
+    """A directory of this project (test applications): pinned by its content hash."""
+
+    path: Path
+    subdirectory: None = None
+    kind: Literal["local"] = "local"
+
+
+Source = Union[ArchiveSource, PypiSource, DebianSource, GitSource, LocalSource]
+
+
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    path: Path
+    sha256: str
+    reason: str = ""
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectRule:
+    from_glob: str
+    into: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildStep:
+    step: str
+    component: str
+    system: Literal["cmake", "autotools"]
+    per_target: bool = False
+    depends: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    build_targets: tuple[str, ...] = ()
+    install: Literal["rules", "collect"] = "rules"
+    collect: tuple[CollectRule, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    version: str
+    license: str
+    license_files: tuple[str, ...]
+    source: Source
+    patches: tuple[Patch, ...]
+    build: tuple[BuildStep, ...]
+    dlopen: tuple[str, ...]
+    path: Path
+    description: str = ""
+    role: Literal["library", "application"] = "library"
+
+
+@functools.cache
+def _schema() -> dict:
+    text = resources.files("builder.resources").joinpath("recipe.schema.json").read_text()
+    return json.loads(text)
+
+
+def _field_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path]
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """Turn a schema violation into: field, what is wrong, what was expected."""
+    where = _field_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return (
+            f"unknown field {', '.join(repr(e) for e in extra)} in {where}; "
+            f"allowed keys: {', '.join(allowed)}"
+        )
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "pattern" and error.schema.get("$ref") is None:
+        return f"{where}: {error.instance!r} does not match {error.schema['pattern']!r}"
+    if error.validator in ("enum", "const"):
+        expected = error.validator_value
+        return f"{where}: {error.instance!r} is not one of {expected!r}"
+    return f"{where}: {error.message}"
+
+
+def _most_specific(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
+    # The deepest error names the field the author actually got wrong.
+    def depth(e: jsonschema.ValidationError) -> int:
+        d = len(e.absolute_path)
+        for sub in e.context or ():
+            d = max(d, len(sub.absolute_path))
+        return d
+
+    error = max(errors, key=depth)
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
+
+
+def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
+    """Validate already-parsed TOML data and build the typed recipe."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = list(validator.iter_errors(data))
+    if errors:
+        raise RecipeError(f"{path}: {_describe(_most_specific(errors))}")
+
+    src = data["source"]
+    kind = src["kind"]
+    source: Source
+    if kind == "archive":
+        filename = src.get("filename") or src["url"].rstrip("/").rsplit("/", 1)[-1]
+        source = ArchiveSource(src["url"], src["sha256"], filename, src.get("subdirectory"))
+    elif kind == "pypi":
+        source = PypiSource(
+            src["package"], src["version"], src["filename"], src["sha256"], src.get("subdirectory")
+        )
+    elif kind == "debian":
+        source = DebianSource(src["package"], src["version"], src["filename"], src["sha256"],
+                              src.get("component", "main"), src.get("subdirectory"))
+    elif kind == "git":
+        source = GitSource(src["url"], src["commit"], src.get("subdirectory"))
+    else:
+        source = LocalSource((path.parent / src["path"]).resolve())
+
+    name = data["name"]
+    patches = tuple(
+        Patch(patches_dir / name / p["file"], p["sha256"], p.get("reason", ""))
+        for p in data.get("patches", [])
+    )
+    for patch in patches:
+        if not patch.path.is_file():
+            raise RecipeError(
+                f"{path}: patch {patch.file} is listed but {patch.path} does not exist; "
+                "add the file or remove the entry"
+            )
+
+    steps = []
+    for b in data["build"]:
+        if b.get("install", "rules") == "collect" and not b.get("collect"):
+            raise RecipeError(f"{path}: build step {b['step']!r} has install = 'collect' but no collect rules")
+        steps.append(
+            BuildStep(
+                step=b["step"],
+                component=name,
+                system=b["system"],
+                per_target=b.get("per_target", False),
+                depends=tuple(b.get("depends", ())),
+                options=tuple(b.get("options", ())),
+                env=tuple(sorted(b.get("env", {}).items())),
+                build_targets=tuple(b.get("build_targets", ())),
+                install=b.get("install", "rules"),
+                collect=tuple(CollectRule(c["from"], c["into"]) for c in b.get("collect", ())),
+            )
+        )
+    return Recipe(
+        name=name,
+        version=data["version"],
+        license=data["license"],
+        license_files=tuple(data["license_files"]),
+        source=source,
+        patches=patches,
+        build=tuple(steps),
+        dlopen=tuple(data.get("runtime", {}).get("dlopen", ())),
+        path=path,
+        description=data.get("description", ""),
+        role=data.get("role", "library"),
+    )
+
+
+def load_recipe(path: Path, patches_dir: Path = DEFAULT_PATCHES_DIR) -> Recipe:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}; fix the syntax") from None
+    recipe = parse_recipe(data, path, patches_dir)
+    if recipe.name != path.stem:
+        raise RecipeError(
+            f"{path}: name {recipe.name!r} does not match the file name; rename one of them"
+        )
+    return recipe
+
+
+def load_recipes(
+    recipes_dir: Path = DEFAULT_RECIPES_DIR,
+    patches_dir: Path = DEFAULT_PATCHES_DIR,
+    extra: list[Path] = (),
+) -> dict[str, Recipe]:
+    """Load every recipe of a directory (plus extra files), checking cross-references."""
+    paths = sorted(recipes_dir.glob("*.toml")) + list(extra)
+    if not paths:
+        raise RecipeError(f"{recipes_dir}: no recipes (*.toml) found")
+    recipes: dict[str, Recipe] = {}
+    for p in paths:
+        r = load_recipe(p, patches_dir)
+        if r.name in recipes:
+            raise RecipeError(f"{p}: component {r.name!r} is already defined by {recipes[r.name].path}")
+        recipes[r.name] = r
+    check_steps(recipes)
+    return recipes
+
+
+def all_steps(recipes: dict[str, Recipe]) -> dict[str, BuildStep]:
+    return {s.step: s for r in recipes.values() for s in r.build}
+
+
+def check_steps(recipes: dict[str, Recipe]) -> None:
+    """Step names are unique and every dependency names an existing step (no cycles)."""
+    seen: dict[str, Path] = {}
+    for r in recipes.values():
+        for s in r.build:
+            if s.step in seen:
+                raise RecipeError(f"{r.path}: build step {s.step!r} is also defined in {seen[s.step]}")
+            seen[s.step] = r.path
+    steps = all_steps(recipes)
+    for s in steps.values():
+        for d in s.depends:
+            if d not in steps:
+                raise RecipeError(
+                    f"{recipes[s.component].path}: step {s.step!r} depends on unknown step {d!r}; "
+                    f"known steps: {', '.join(sorted(steps))}"
+                )
+    # Topological order raises on cycles.
+    topological_steps(steps)
+
+
+def topological_steps(steps: dict[str, BuildStep]) -> list[BuildStep]:
+    order: list[BuildStep] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise RecipeError(f"build steps depend on each other in a cycle: {' -> '.join(chain + (name,))}")
+        state[name] = 1
+        for d in steps[name].depends:
+            visit(d, chain + (name,))
+        state[name] = 2
+        order.append(steps[name])
+
+    for name in sorted(steps):
+        visit(name, ())
+    return order
+
+
+def select_application(recipes: dict[str, Recipe], app: str | None) -> dict[str, Recipe]:
+    """Every library recipe plus one application (the only one, or the one named)."""
+    apps = [r.name for r in recipes.values() if r.role == "application"]
+    if app is None:
+        if len(apps) != 1:
+            raise RecipeError(f"choose the application with --app: one of {', '.join(apps) or '(none)'}")
+        app = apps[0]
+    if app not in apps:
+        raise RecipeError(f"--app {app}: not an application recipe; applications: {', '.join(apps) or '(none)'}")
+    chosen = {n: r for n, r in recipes.items() if r.role == "library" or n == app}
+    check_steps(chosen)
+    return chosen

@@ -1,0 +1,504 @@
+"""The wheel: launcher (template code), metadata rendering, runtime rules, and a real build.
+
+Fast tests run the launcher from wheels/src directly and the builder's pure
+helpers. The slow test builds a wheel from step prefixes that already exist:
+
+  MOSHI_WHEEL_TEST_PREFIXES  directory with one install prefix per step
+                             (ggml-core, ffmpeg, moshi.cpp or testapp, and
+                             ggml-hip-<gfx> for the target); default ../scratch/prefix
+  MOSHI_WHEEL_TEST_ROOT      the root filesystem the runtime comes from;
+                             default ../scratch/rootfs
+  MOSHI_WHEEL_TEST_SOURCES   optional: the unpacked source trees, for the
+                             license files; default ../scratch/src
+
+and skips when they are absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builder.package import rules
+from builder.package import elfinfo
+from builder.package import linkage
+from builder.package import dpkg
+from builder.package import project
+from builder.package import staging
+from builder.check import reader
+from builder.package import wheel
+from builder.errors import BuildStepError, ConfigurationError, RecipeError
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "wheels"
+TEMPLATE_SRC = TEMPLATE / "src"
+
+sys.path.insert(0, str(TEMPLATE_SRC))
+from moshi_rocm import _launcher  # noqa: E402  (the template's launcher, as shipped)
+
+sys.path.remove(str(TEMPLATE_SRC))
+
+
+# --------------------------------------------------------------------------- launcher
+
+@pytest.mark.parametrize("name, expected", [
+    ("HIP0", "ROCm0"), ("hip12", "ROCm12"), ("Hip3", "ROCm3"),
+    ("ROCm0", "ROCm0"), ("CPU", "CPU"), ("HIP", "HIP"), ("HIPx", "HIPx"), ("xHIP0", "xHIP0"),
+])
+def test_alias_device(name, expected):
+    assert _launcher.alias_device(name, [("HIP", "ROCm")]) == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-d", "HIP1", "hello"], ["-d", "ROCm1", "hello"]),
+    (["--device", "hip0", "-o", "x.wav"], ["--device", "ROCm0", "-o", "x.wav"]),
+    (["say", "HIP0"], ["say", "HIP0"]),                  # not after a device flag: text, untouched
+    (["-d"], ["-d"]),                                    # the tool reports the missing value itself
+    (["-d", "-d", "HIP0"], ["-d", "-d", "HIP0"]),        # read like the tools: "-d" is the value
+    (["-d", "ROCm0", "-d", "HIP2"], ["-d", "ROCm0", "-d", "ROCm2"]),
+    (["--device=HIP0"], ["--device=HIP0"]),              # the tools have no = form
+    ([], []),
+])
+def test_rewrite_device_args(args, expected):
+    assert _launcher.rewrite_device_args(args, ["-d", "--device"], [("HIP", "ROCm")]) == expected
+
+
+INFO = {
+    "tools": ["fake-tool"], "entry_points": {"fake_tool": "fake-tool"}, "bin_dir": "bin",
+    "library_dirs": ["bin", "../fake.libs"], "env": {"ROCBLAS_TENSILE_LIBPATH": "rocblas/library"},
+    "launcher": {"device_flags": ["-d", "--device"], "device_aliases": [["HIP", "ROCm"]]},
+    "version": "1.0.post0", "gpu_target": "gfx1100",
+}
+
+
+def test_environment_points_at_package_and_overrides(tmp_path):
+    env = _launcher.tool_environment(INFO, {"ROCBLAS_TENSILE_LIBPATH": "/opt/rocm/lib/rocblas/library",
+                                            "HOME": "/home/u"}, tmp_path)
+    assert env["ROCBLAS_TENSILE_LIBPATH"] == str(tmp_path / "rocblas/library")
+    assert env["HOME"] == "/home/u"
+    assert "LD_LIBRARY_PATH" not in env   # RUNPATHs do the work; nothing added when unset
+
+
+def test_environment_puts_package_libraries_first_when_ld_library_path_is_set(tmp_path):
+    env = _launcher.tool_environment(INFO, {"LD_LIBRARY_PATH": "/opt/rocm/lib"}, tmp_path)
+    parts = env["LD_LIBRARY_PATH"].split(os.pathsep)
+    assert parts == [str(tmp_path / "bin"), os.path.normpath(str(tmp_path / "../fake.libs")), "/opt/rocm/lib"]
+
+
+def _fake_package(tmp_path: Path, script: str, info: dict = INFO) -> Path:
+    """A copy of the template package with a runtime file and one shell-script 'tool'."""
+    pkg = tmp_path / "site" / "moshi_rocm"
+    shutil.copytree(TEMPLATE_SRC / "moshi_rocm", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "_runtime.json").write_text(json.dumps(info))
+    tool = pkg / info["bin_dir"] / info["tools"][0]
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\n" + textwrap.dedent(script))
+    tool.chmod(0o755)
+    return pkg
+
+
+def test_prepare_uses_the_real_path_as_argv0(tmp_path):
+    pkg = _fake_package(tmp_path, "exit 0\n")
+    exe, argv, env = _launcher.prepare("fake-tool", ["-d", "HIP0", "x"], {"PATH": "/usr/bin"}, pkg)
+    assert exe == pkg / "bin" / "fake-tool"
+    assert argv == [str(exe), "-d", "ROCm0", "x"]   # tools find *-config.json next to argv[0]
+    assert env["ROCBLAS_TENSILE_LIBPATH"] == str(pkg / "rocblas/library")
+
+
+def test_prepare_rejects_unknown_and_broken_tools(tmp_path):
+    pkg = _fake_package(tmp_path, "exit 0\n")
+    with pytest.raises(_launcher.LauncherError, match="unknown tool 'other'.*fake-tool"):
+        _launcher.prepare("other", [], {}, pkg)
+    (pkg / "bin" / "fake-tool").chmod(0o644)
+    with pytest.raises(_launcher.LauncherError, match="not executable"):
+        _launcher.prepare("fake-tool", [], {}, pkg)
+    (pkg / "_runtime.json").unlink()
+    with pytest.raises(_launcher.LauncherError, match="reinstall"):
+        _launcher.prepare("fake-tool", [], {}, pkg)
+
+
+TOOL_SCRIPT = """\
+echo "pid $$"
+echo "args $*"
+echo "argv0 $0"
+echo "kernels $ROCBLAS_TENSILE_LIBPATH"
+grep SigIgn /proc/$$/status
+read line
+echo "stdin $line"
+echo "to stderr" >&2
+exit 7
+"""
+
+
+def test_console_script_execs_the_tool(tmp_path):
+    """Through the entry point, as pip's script does it: same process, args, streams, exit status."""
+    pkg = _fake_package(tmp_path, TOOL_SCRIPT)
+    code = "import sys; from moshi_rocm.tools import fake_tool; sys.exit(fake_tool())"
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
+    env.pop("LD_LIBRARY_PATH", None)
+    proc = subprocess.Popen([sys.executable, "-c", code, "-d", "HIP1", "a b"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = proc.communicate("from stdin\n", timeout=30)
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line and not line.startswith("SigIgn"))
+    assert proc.returncode == 7
+    assert lines["pid"] == str(proc.pid)                       # exec, not a child process
+    assert lines["args"] == "-d ROCm1 a b"
+    assert lines["argv0"] == str(pkg / "bin" / "fake-tool")
+    assert lines["kernels"] == str(pkg / "rocblas/library")
+    assert lines["stdin"] == "from stdin"
+    assert err == "to stderr\n"
+    sigign = int(next(l for l in out.splitlines() if l.startswith("SigIgn")).split()[1], 16)
+    assert not sigign & (1 << (signal.SIGPIPE - 1)), "SIGPIPE must be reset to default before exec"
+
+
+def test_module_entry_and_errors(tmp_path):
+    pkg = _fake_package(tmp_path, "echo ran $*\n")
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "moshi_rocm", *a], capture_output=True, text=True,
+                                    env=env, timeout=30)
+    assert run("--list").stdout.split() == ["fake-tool"]
+    assert json.loads(run("--info").stdout)["gpu_target"] == "gfx1100"
+    assert run("fake-tool", "-d", "hip0").stdout == "ran -d ROCm0\n"
+    bad = run("nope")
+    assert bad.returncode == 127 and "unknown tool 'nope'" in bad.stderr
+    missing = subprocess.run([sys.executable, "-c", "from moshi_rocm.tools import nothing_here"],
+                             capture_output=True, text=True, env=env, timeout=30)
+    assert missing.returncode != 0 and "nothing_here" in missing.stderr
+
+
+# --------------------------------------------------------------------------- metadata
+
+@pytest.mark.parametrize("release, build, expected", [
+    ("0.0.0+f1fabbd", 0, "0.0.0.post0"), ("1.2.3", 4, "1.2.3.post4"), ("2.0rc1", 1, "2.0rc1.post1"),
+])
+def test_wheel_version(release, build, expected):
+    assert project.wheel_version(release, build) == expected
+
+
+@pytest.mark.parametrize("release, build", [("1.2.3.post1", 1), ("not a version", 0), ("1.0", -1)])
+def test_wheel_version_rejects(release, build):
+    with pytest.raises(ConfigurationError):
+        project.wheel_version(release, build)
+
+
+def test_names():
+    assert project.normalized_name("moshi-rocm-gfx1100") == "moshi_rocm_gfx1100"
+    assert project.entry_points(["moshi-tts", "mimi-echo", "moshi-testapp"]) == {
+        "moshi_tts": "moshi-tts", "mimi_echo": "mimi-echo", "moshi_testapp": "moshi-testapp"}
+    assert project.entry_point_name("import") == "import_"
+    assert project.entry_point_name("2x") == "_2x"
+    with pytest.raises(ConfigurationError, match="same entry point"):
+        project.entry_points(["a-b", "a_b"])
+    assert wheel.grafted_name("libamdhip64.so.6.4.43484", "0123abcd") == "libamdhip64-0123abcd.so.6.4.43484"
+
+
+def test_license_expression():
+    expr = project.license_expression(["MIT", "LGPL-2.1-or-later", "MIT", "BSD-3-Clause OR GPL-2.0-only",
+                                     "Apache-2.0 WITH LLVM-exception", "LicenseRef-Debian-libbsd0"])
+    assert expr == ("MIT AND LGPL-2.1-or-later AND (BSD-3-Clause OR GPL-2.0-only) AND "
+                    "Apache-2.0 WITH LLVM-exception AND LicenseRef-Debian-libbsd0")
+    with pytest.raises(ConfigurationError, match="invalid SPDX"):
+        project.license_expression(["MIT", "Not A License"])
+    with pytest.raises(ConfigurationError):
+        project.license_expression([])
+
+
+def test_template_renders_a_valid_project():
+    text = project.render_pyproject(
+        (TEMPLATE / "pyproject.toml.in").read_text(), name="moshi-rocm-gfx1100", version="0.0.0.post3",
+        summary='quotes " and \\ survive', license="MIT AND LGPL-2.1-or-later", keywords=["gfx1100"],
+        package="moshi_rocm", scripts={"moshi-tts": "moshi_rocm.tools:moshi_tts"})
+    data = tomllib.loads(text)
+    assert data["project"]["name"] == "moshi-rocm-gfx1100"
+    assert data["project"]["description"] == 'quotes " and \\ survive'
+    assert data["project"]["license"] == "MIT AND LGPL-2.1-or-later"
+    assert data["project"]["license-files"] == ["LICENSES/**/*"]
+    assert data["project"]["scripts"] == {"moshi-tts": "moshi_rocm.tools:moshi_tts"}
+    assert "dependencies" not in data["project"]
+    skb = data["tool"]["scikit-build"]
+    assert skb["wheel"]["py-api"] == "py3"
+    assert skb["wheel"]["packages"] == ["src/moshi_rocm"]
+    assert data["build-system"]["build-backend"] == "scikit_build_core.build"
+
+
+def test_template_cmake_only_installs():
+    cmake = (TEMPLATE / "CMakeLists.txt").read_text()
+    assert "LANGUAGES NONE" in cmake and "MOSHI_WHEEL_PAYLOAD" in cmake
+    for word in ("add_executable", "add_library", "add_custom_command", "try_compile"):
+        assert word not in cmake
+
+
+def test_readme_names_target_and_components():
+    text = project.render_readme(
+        (TEMPLATE / "README.md.in").read_text(), distribution="moshi-rocm-gfx1100", gpu_target="gfx1100",
+        gpus=["Radeon RX 7900 XTX"], package="moshi_rocm", bin_dir="bin", tools=["moshi-tts"],
+        components=[project.Component("ffmpeg", "7.1.5", "LGPL-2.1-or-later")],
+        system=[project.SystemPackage("librocblas4", "6.4.4-4", "MIT", Path("/x"), ("librocblas.so.4",))])
+    assert "**gfx1100** target (Radeon RX 7900 XTX)" in text
+    assert "| ffmpeg | 7.1.5 | LGPL-2.1-or-later |" in text
+    assert "| librocblas4 | 6.4.4-4 | MIT |" in text
+    assert "${" not in text
+
+
+def test_component_coercion(tmp_path):
+    lic = tmp_path / "LICENSE"
+    c = project.Component.coerce(("ggml", "0.25.3", "MIT", [str(lic)]))
+    assert c == project.Component("ggml", "0.25.3", "MIT", (lic,))
+    assert project.Component.coerce({"name": "x", "version": "1", "license": "MIT"}).license_files == ()
+
+
+# --------------------------------------------------------------------------- runtime rules
+
+def test_runtime_spec_loads_and_is_consistent():
+    spec = rules.load_runtime_spec()
+    assert spec.distribution_for("gfx1030") == "moshi-rocm-gfx1030"
+    assert spec.package == "moshi_rocm"
+    comgr = next(r for r in spec.dlopen if r.soname == "libamd_comgr.so.3")
+    assert comgr.bundle and comgr.needed_by == "libamdhip64.so.*"
+    kernels = next(r for r in spec.data_dirs if r.env == "ROCBLAS_TENSILE_LIBPATH")
+    assert kernels.select == "gpu_target"
+    for _, expression in spec.debian_licenses:
+        project.license_expression([expression])   # every one is valid SPDX
+    # recipes' dlopen lists merge: a known name keeps its rule, a new one is always bundled
+    merged = spec.with_dlopen(["libamd_comgr.so.3", "libextra.so.1"])
+    assert [r.soname for r in merged.dlopen].count("libamd_comgr.so.3") == 1
+    assert next(r for r in merged.dlopen if r.soname == "libextra.so.1").needed_by is None
+
+
+def test_runtime_spec_rejects_bad_data():
+    data = tomllib.loads((REPO / "builder/resources/runtime.toml").read_text())
+    data["wheel"]["colour"] = "red"
+    with pytest.raises(RecipeError, match="colour"):
+        rules.parse_runtime_spec(data, "x.toml")
+    data = tomllib.loads((REPO / "builder/resources/runtime.toml").read_text())
+    data["wheel"]["distribution"] = "moshi-rocm"
+    with pytest.raises(RecipeError, match="gpu_target"):
+        rules.parse_runtime_spec(data, "x.toml")
+
+
+def test_select_target_files():
+    names = [
+        "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_fallback.dat",
+        "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx1100.co",
+        "TensileLibrary_lazy_gfx1100.dat",
+        "TensileLibrary_lazy_gfx1101.dat",
+        "Kernels.so-000-gfx1030.hsaco",
+        "TensileLibrary_lazy_gfx90a-xnack+.dat",
+        "TensileLibrary_lazy_gfx90a.dat",
+    ]
+    assert linkage.select_target_files(names, "gfx1100") == sorted(names[:3])
+    assert linkage.select_target_files(names, "gfx90a") == sorted([names[0], names[5], names[6]])
+    assert linkage.targets_in_names(names) == {"gfx1100", "gfx1101", "gfx1030", "gfx90a"}
+
+
+def test_resolve_in_root_keeps_absolute_links_inside(tmp_path):
+    root = tmp_path / "root"
+    (root / "usr/lib/real").mkdir(parents=True)
+    (root / "usr/lib/real/copyright").write_text("x")
+    (root / "usr/share/doc").mkdir(parents=True)
+    (root / "usr/share/doc/pkg").symlink_to("/usr/lib/real")        # absolute, as seen inside the root
+    (root / "lib").symlink_to("usr/lib")
+    assert linkage.resolve_in_root(root, "/usr/share/doc/pkg/copyright") == root / "usr/lib/real/copyright"
+    assert linkage.resolve_in_root(root, "/lib/real/../real/copyright") == root / "usr/lib/real/copyright"
+
+
+def test_package_database(tmp_path):
+    root = tmp_path
+    info = root / "var/lib/dpkg/info"
+    info.mkdir(parents=True)
+    (info / "libfoo1:amd64.list").write_text("/.\n/usr\n/usr/lib/x86_64-linux-gnu/libfoo.so.1.2\n")
+    (root / "var/lib/dpkg/status").write_text(
+        "Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.2-3\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nVersion: 9\n")
+    doc = root / "usr/share/doc/libfoo1"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text("MIT")
+    (root / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    db = dpkg.PackageDatabase.for_root(root)
+    # found through the merged-/usr alias too
+    assert db.owner(root / "lib/x86_64-linux-gnu/libfoo.so.1.2") == "libfoo1"
+    assert db.owner(root / "usr/lib/x86_64-linux-gnu/libbar.so") is None
+    assert db.version("libfoo1") == "1.2-3" and db.version("gone") is None
+    assert db.copyright("libfoo1") == doc / "copyright"
+    assert dpkg.PackageDatabase.for_root(tmp_path / "nothing") is None
+
+
+def test_find_data_dir(tmp_path):
+    libdir = tmp_path / "usr/lib/x86_64-linux-gnu"
+    (libdir / "rocblas/4.4.1/library").mkdir(parents=True)
+    rule = rules.DataDirRule("kernels", "librocblas.so.*", ("rocblas/*/library", "rocblas/library"), "x")
+    assert linkage.find_data_dir(rule, libdir / "librocblas.so.4") == libdir / "rocblas/4.4.1/library"
+    (libdir / "rocblas/4.3.0/library").mkdir(parents=True)
+    with pytest.raises(Exception, match="more than one version"):
+        linkage.find_data_dir(rule, libdir / "librocblas.so.4")
+
+
+# --------------------------------------------------------------------------- prefixes and ELF files
+
+def _host_library_with_soname() -> Path | None:
+    import ctypes.util
+
+    name = ctypes.util.find_library("z")
+    if not name:
+        return None
+    for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"):
+        p = Path(d) / name
+        if p.exists():
+            return p.resolve()
+    return None
+
+
+def test_collect_sources_and_find_tools(tmp_path):
+    lib = _host_library_with_soname()
+    exe = Path(shutil.which("true") or "/bin/true").resolve()
+    if lib is None or elfinfo.read_elf(exe) is None:
+        pytest.skip("needs a host ELF executable and libz")
+    app, core = tmp_path / "app", tmp_path / "core"
+    (app / "bin").mkdir(parents=True)
+    (core / "lib").mkdir(parents=True)
+    shutil.copy(exe, app / "bin" / "my-tool")
+    (app / "bin" / "my-config.json").write_text("{}")
+    (app / "bin" / "notes.txt").write_text("not data")
+    shutil.copy(lib, core / "lib" / lib.name)
+    (core / "lib" / "libz.so").symlink_to(lib.name)               # dev symlink collapses
+    soname = elfinfo.read_elf(lib).soname
+    if soname != lib.name:
+        (core / "lib" / soname).symlink_to(lib.name)
+    spec = rules.load_runtime_spec()
+    assert staging.find_tools(app) == ["my-tool"]
+    tools, libs, data = staging._collect_sources({"app": app, "core": core}, ["my-tool"], spec)
+    assert list(tools) == ["my-tool"]
+    assert list(libs) == [soname] and libs[soname] == (core / "lib" / lib.name).resolve()
+    assert list(data) == ["my-config.json"]
+    with pytest.raises(BuildStepError, match="'missing-tool' is in none"):
+        staging._collect_sources({"app": app}, ["missing-tool"], spec)
+
+
+def test_inspect_wheel(tmp_path):
+    exe = Path(shutil.which("true") or "/bin/true").resolve()
+    path = tmp_path / "demo_pkg-1.0-py3-none-manylinux_2_39_x86_64.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        info = zipfile.ZipInfo("demo/bin/tool")
+        info.external_attr = 0o755 << 16
+        zf.writestr(info, exe.read_bytes())
+        zf.writestr("demo/__init__.py", "")
+    report = reader.inspect_wheel(path)
+    assert report.tags == ["py3-none-manylinux_2_39_x86_64"]
+    assert report.platform_tags == ["manylinux_2_39_x86_64"]
+    assert report.modes["demo/bin/tool"] == 0o755
+    assert set(report.elf) == {"demo/bin/tool"} and report.elf["demo/bin/tool"].kind == "executable"
+    assert report.largest(1)[0][0] == "demo/bin/tool"
+
+
+# --------------------------------------------------------------------------- slow: a real wheel
+
+def _test_inputs():
+    base = REPO.parent / "scratch"
+    prefixes_dir = Path(os.environ.get("MOSHI_WHEEL_TEST_PREFIXES", base / "prefix"))
+    root = Path(os.environ.get("MOSHI_WHEEL_TEST_ROOT", base / "rootfs"))
+    if not prefixes_dir.is_dir() or not (root / "etc").is_dir():
+        return None
+    prefixes, target = {}, None
+    for d in sorted(p for p in prefixes_dir.iterdir() if p.is_dir()):
+        step, _, gfx = d.name.rpartition("-")
+        if step and gfx.startswith("gfx"):
+            prefixes[step] = d
+            target = gfx
+        else:
+            prefixes[d.name] = d
+    main = next((s for s in ("moshi.cpp", "testapp") if s in prefixes), None)
+    needed = {"ggml-core", "ffmpeg"}
+    if main is None or not needed <= set(prefixes) or not staging.find_tools(prefixes[main]):
+        return None
+    return prefixes, main, target or "gfx1100", root
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory):
+    inputs = _test_inputs()
+    if inputs is None:
+        pytest.skip("no step prefixes (ggml-core, ffmpeg, moshi.cpp or testapp) and root filesystem to package")
+    prefixes, main, target, root = inputs
+    from builder.sources.recipe import load_recipe, load_recipes
+
+    recipes = load_recipes()
+    recipes.update({"testapp": load_recipe(REPO / "tests/fixtures/testapp/testapp.toml")}
+                   if (REPO / "tests/fixtures/testapp/testapp.toml").exists() else {})
+    sources = Path(os.environ.get("MOSHI_WHEEL_TEST_SOURCES", REPO.parent / "scratch" / "src"))
+    components = []
+    for r in recipes.values():
+        if not any(s.step in prefixes for s in r.build):
+            continue
+        tree = r.source.path if r.source.kind == "local" else sources / (
+            r.source.subdirectory or getattr(r.source, "repo_name", r.name))
+        files = [tree / f for f in r.license_files]
+        components.append((r.name, r.version, r.license, files if all(f.is_file() for f in files) else []))
+    out = tmp_path_factory.mktemp("wheelhouse")
+    path = wheel.build_wheel(
+        target=target, prefixes=prefixes,
+        tools=staging.find_tools(prefixes[main]), runtime_root=root, components=components, out_dir=out,
+        version=recipes[main].version, build_number=0,
+        dlopen=[d for r in recipes.values() for d in r.dlopen])
+    return path, reader.inspect_wheel(path), target, root, staging.find_tools(prefixes[main])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_built_wheel_is_manylinux_and_target_only(built_wheel):
+    path, report, target, root, tools = built_wheel
+    assert all(t.startswith("py3-none-manylinux_") for t in report.tags), report.tags
+    show = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(path)], capture_output=True, text=True)
+    assert "manylinux_" in show.stdout, show.stdout + show.stderr
+    kernels = [m for m in report.files if "/rocblas/library/" in m]
+    other = sorted({t for m in kernels for t in linkage.gfx_tokens(Path(m).name)} - {target})
+    assert not other, f"kernel files of other targets: {other}"
+    if any("libggml-hip" in m for m in report.files):
+        assert any(target in m for m in kernels), "the target's rocBLAS kernels are missing"
+        assert any(m.endswith("/libamd_comgr.so.3") for m in report.files)
+    licenses = [m for m in report.files if ".dist-info/licenses/" in m]
+    assert any("/LICENSES/system/" in m for m in licenses), "the system libraries' copyright files"
+    if any("/LICENSES/ffmpeg/" in m for m in licenses):   # when the sources were found
+        assert any(m.endswith("/LICENSES/ffmpeg/COPYING.LGPLv2.1") for m in licenses)
+    for member, facts in report.elf.items():
+        assert all(r.startswith("$ORIGIN") for r in facts.runpath), (member, facts.runpath)
+    meta = zipfile.ZipFile(path).read(next(m for m in report.files if m.endswith(".dist-info/METADATA"))).decode()
+    assert f"Name: moshi-rocm-{target}" in meta and "License-Expression: " in meta and target in meta
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_built_wheel_installs_and_runs(built_wheel, clean_root):
+    path, report, target, root, tools = built_wheel
+    venv = clean_root.install([path], "built-wheel")
+    bindir, run = venv.bindir, venv.run
+    try:
+        for tool in tools:
+            r = run(["test", "-x", bindir / tool])
+            assert r.returncode == 0, f"console script {tool} missing"
+        r = run([bindir / "python", "-m", "moshi_rocm", "--info"])
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["gpu_target"] == target and sorted(info["tools"]) == sorted(tools)
+        if "moshi-testapp" in tools:
+            r = run([bindir / "moshi-testapp", "devices"])
+            assert "PASS" in r.stdout, r.stdout + r.stderr
+        else:
+            # each tool loads every ggml backend next to it (CPU variants, ROCm) and lists the devices
+            for tool in tools:
+                r = run([bindir / tool, "-l"], timeout=120)
+                out = r.stdout + r.stderr
+                assert "loaded CPU backend" in out and '"CPU"' in out, (tool, r.returncode, out)
+                if any("libggml-hip" in m for m in report.files):
+                    assert "loaded ROCm backend" in out, (tool, out)
+    finally:
+        venv.remove()

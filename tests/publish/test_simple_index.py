@@ -1,0 +1,186 @@
+"""The PEP 503 index of a wheelhouse: pages checked by parsing them, then used by real pip."""
+
+import base64
+import hashlib
+import html.parser
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builder.publish import simple_index
+from builder.cli import main
+
+
+def make_wheel(directory: Path, filename_name: str, metadata_name: str, version: str,
+               module: str, requires_python: str | None = None) -> Path:
+    """A small, valid, installable pure-Python wheel (RECORD with hashes, as pip checks it)."""
+    dist_info = f"{filename_name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {metadata_name}\nVersion: {version}\n"
+    if requires_python:
+        metadata += f"Requires-Python: {requires_python}\n"
+    files = {
+        f"{module}.py": f"VERSION = {version!r}\n",
+        f"{dist_info}/METADATA": metadata,
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
+    path = directory / f"{filename_name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+class Anchors(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []   # (attrs dict, text)
+        self._open = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self._open = (dict(attrs), "")
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open = (self._open[0], self._open[1] + data)
+
+    def handle_endtag(self, tag):
+        if tag == "a" and self._open is not None:
+            self.links.append(self._open)
+            self._open = None
+
+
+def anchors(path: Path):
+    text = path.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    parser = Anchors()
+    parser.feed(text)
+    return parser.links
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def wheelhouse(tmp_path):
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    # An unnormalized project name (capitals, dot, underscore): PEP 503 makes it moshi-rocm-testa.
+    make_wheel(house, "Moshi.Rocm_TestA", "Moshi.Rocm_TestA", "1.0", "moshi_rocm_testa")
+    # Two versions of a second project; 1.1 wants a Python nobody has.
+    make_wheel(house, "tiny_tool", "tiny-tool", "1.0", "tiny_tool", requires_python=">=3.8")
+    make_wheel(house, "tiny_tool", "tiny-tool", "1.1", "tiny_tool", requires_python=">=99")
+    # What else a wheelhouse holds: build logs and rejected wheels
+    (house / "tiny_tool-1.0.log").write_text("log\n")
+    (house / "rejected").mkdir()
+    make_wheel(house / "rejected", "bad", "bad", "0.1", "bad")
+    return house
+
+
+def test_pages_have_normalized_names_links_and_sha256(wheelhouse, tmp_path):
+    out = tmp_path / "site"
+    simple, dists = simple_index.build_index(wheelhouse, out)
+    assert simple == out / "simple"
+    assert len(dists) == 3
+
+    root = anchors(simple / "index.html")
+    assert [(a["href"], text) for a, text in root] == [
+        ("moshi-rocm-testa/", "moshi-rocm-testa"),
+        ("tiny-tool/", "tiny-tool"),
+    ]
+    assert sorted(p.name for p in simple.iterdir()) == ["index.html", "moshi-rocm-testa", "tiny-tool"]
+
+    page = anchors(simple / "tiny-tool" / "index.html")
+    assert [text for _, text in page] == ["tiny_tool-1.0-py3-none-any.whl", "tiny_tool-1.1-py3-none-any.whl"]
+    for attrs, text in page:
+        href, _, fragment = attrs["href"].partition("#")
+        assert href == text
+        assert fragment == f"sha256={sha256(wheelhouse / text)}"
+        assert sha256(simple / "tiny-tool" / href) == sha256(wheelhouse / text)  # the file is there
+    # parsed back from the escaped attribute
+    assert [a["data-requires-python"] for a, _ in page] == [">=3.8", ">=99"]
+    assert "&gt;=99" in (simple / "tiny-tool" / "index.html").read_text()
+
+    (only,) = anchors(simple / "moshi-rocm-testa" / "index.html")
+    assert only[1] == "Moshi.Rocm_TestA-1.0-py3-none-any.whl"
+    assert "data-requires-python" not in only[0]
+    assert (out / "index.html").is_file() and "simple/" in (out / "index.html").read_text()
+
+
+def test_base_url_links_elsewhere_and_copies_nothing(wheelhouse, tmp_path):
+    simple, _ = simple_index.build_index(wheelhouse, tmp_path / "site", base_url="https://example.invalid/dl/v1/")
+    (link,) = anchors(simple / "moshi-rocm-testa" / "index.html")
+    wheel = wheelhouse / "Moshi.Rocm_TestA-1.0-py3-none-any.whl"
+    assert link[0]["href"] == f"https://example.invalid/dl/v1/{wheel.name}#sha256={sha256(wheel)}"
+    assert [p.name for p in (simple / "moshi-rocm-testa").iterdir()] == ["index.html"]
+
+
+def test_rerun_replaces_the_index(wheelhouse, tmp_path):
+    out = tmp_path / "site"
+    simple_index.build_index(wheelhouse, out)
+    (wheelhouse / "tiny_tool-1.1-py3-none-any.whl").unlink()
+    simple_index.build_index(wheelhouse, out)
+    page = anchors(out / "simple" / "tiny-tool" / "index.html")
+    assert [text for _, text in page] == ["tiny_tool-1.0-py3-none-any.whl"]
+    assert not (out / "simple" / "tiny-tool" / "tiny_tool-1.1-py3-none-any.whl").exists()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def pip(*args, cwd):
+    # Only the local index: no configuration files, no PIP_* settings (find-links, extra indexes).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_pip_installs_from_the_generated_index(wheelhouse, tmp_path):
+    simple, _ = simple_index.build_index(wheelhouse, tmp_path / "site")
+    index_url = simple.as_uri()
+    target = tmp_path / "installed"
+    # Asked for by an unnormalized spelling; found through the normalized page.
+    r = pip("install", "--no-deps", "--index-url", index_url, "--target", str(target),
+            "moshi.rocm-TESTA", "tiny_tool", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (target / "moshi_rocm_testa.py").read_text() == "VERSION = '1.0'\n"
+    # 1.1 is newer but its data-requires-python excludes this Python
+    assert (target / "tiny_tool.py").read_text() == "VERSION = '1.0'\n"
+
+
+def test_pip_rejects_a_file_that_does_not_match_its_sha256(wheelhouse, tmp_path):
+    simple, _ = simple_index.build_index(wheelhouse, tmp_path / "site")
+    served = simple / "moshi-rocm-testa" / "Moshi.Rocm_TestA-1.0-py3-none-any.whl"
+    served.unlink()  # hard-linked to the wheelhouse: replace, do not edit in place
+    make_wheel(served.parent, "Moshi.Rocm_TestA", "Moshi.Rocm_TestA", "1.0", "something_else")
+    r = pip("download", "--no-deps", "--index-url", simple.as_uri(), "--dest", str(tmp_path / "dl"),
+            "moshi-rocm-testa", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "HASH" in (r.stdout + r.stderr).upper()
+    assert not (tmp_path / "dl" / served.name).exists()
+
+
+def test_cli_writes_the_index(wheelhouse, tmp_path, capsys):
+    main(["index", str(wheelhouse), "--out", str(tmp_path / "site")])
+    out = capsys.readouterr().out
+    assert "moshi-rocm-testa 1.0: Moshi.Rocm_TestA-1.0-py3-none-any.whl" in out
+    assert (tmp_path / "site" / "simple" / "tiny-tool" / "index.html").is_file()
+
+
+def test_cli_empty_wheelhouse_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["index", str(tmp_path / "empty"), "--out", str(tmp_path / "site")])
+    assert e.value.code == 2
+    assert "no .whl" in capsys.readouterr().err
+    assert not (tmp_path / "site").exists()

@@ -1,0 +1,147 @@
+from pathlib import Path
+
+import pytest
+
+from builder.errors import RecipeError
+from builder.sources.recipe import (
+    ArchiveSource, DebianSource, GitSource, PypiSource, load_recipe, load_recipes, topological_steps, all_steps,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+schema_version = 1
+name = "{name}"
+version = "1.0"
+license = "MIT"
+license_files = ["LICENSE"]
+
+[source]
+kind = "archive"
+url = "https://example.invalid/{name}-1.0.tar.gz"
+sha256 = "{sha}"
+
+[[build]]
+step = "{name}"
+system = "cmake"
+{extra}
+"""
+
+
+def write(tmp_path: Path, name: str = "demo", sha: str = "a" * 64, extra: str = "", text: str | None = None) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text if text is not None else MINIMAL.format(name=name, sha=sha, extra=extra))
+    return path
+
+
+def test_project_recipes_load_into_typed_objects():
+    recipes = load_recipes()
+    assert set(recipes) == {"sentencepiece", "ffmpeg", "opus", "ggml", "sdl2", "moshi.cpp"}
+    assert isinstance(recipes["ffmpeg"].source, ArchiveSource)
+    assert isinstance(recipes["sdl2"].source, DebianSource) and recipes["sdl2"].source.package == "libsdl2"
+    # Audio only, no D-Bus: the grafted distribution SDL2 crashed in SDL_Init.
+    sdl_opts = all_steps(recipes)["sdl2"].options
+    assert "-DSDL_VIDEO=OFF" in sdl_opts and "-DSDL_DBUS=OFF" in sdl_opts
+    assert "sdl2" in all_steps(recipes)["moshi.cpp"].depends
+    # .opus output needs libopus: FFmpeg's own Opus encoder is experimental and 48 kHz only.
+    assert "opus" in all_steps(recipes)["ffmpeg"].depends and "--enable-libopus" in ffmpeg_opts_of(recipes)
+    assert isinstance(recipes["sentencepiece"].source, PypiSource)
+    assert isinstance(recipes["ggml"].source, PypiSource)
+    assert isinstance(recipes["moshi.cpp"].source, GitSource)
+    assert recipes["moshi.cpp"].source.commit == "f1fabbd14a506076d4d0a9755811598220ee9e13"
+    hip = all_steps(recipes)["ggml-hip"]
+    assert hip.per_target and "ggml-core" in hip.depends
+    # Every listed patch exists (load checks) and FFmpeg stays LGPL.
+    ffmpeg_opts = " ".join(all_steps(recipes)["ffmpeg"].options)
+    assert "--enable-gpl" not in ffmpeg_opts and "--enable-nonfree" not in ffmpeg_opts
+
+
+def ffmpeg_opts_of(recipes):
+    return all_steps(recipes)["ffmpeg"].options
+
+
+def test_steps_sort_dependencies_first():
+    order = [s.step for s in topological_steps(all_steps(load_recipes()))]
+    assert order.index("ggml-core") < order.index("ggml-hip")
+    assert order.index("ffmpeg") < order.index("moshi.cpp")
+
+
+def test_misspelled_field_names_file_field_and_allowed_keys(tmp_path):
+    path = write(tmp_path, text=MINIMAL.format(name="demo", sha="a" * 64, extra="").replace("sha256 =", "sah256 ="))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    assert str(path) in msg and "'sah256'" in msg
+    assert "allowed keys: filename, kind, sha256, subdirectory, url" in msg
+
+
+def test_misspelled_top_level_field(tmp_path):
+    path = write(tmp_path, extra="")
+    path.write_text(path.read_text().replace("license_files", "licence_files"))
+    with pytest.raises(RecipeError, match=r"'licence_files'.*allowed keys: .*license_files"):
+        load_recipe(path)
+
+
+def test_misspelled_build_field(tmp_path):
+    path = write(tmp_path, extra='optoins = ["-DX=1"]')
+    with pytest.raises(RecipeError, match=r"'optoins' in build\[0\]; allowed keys: .*options"):
+        load_recipe(path)
+
+
+def test_bad_checksum_format(tmp_path):
+    path = write(tmp_path, sha="not-a-hash")
+    with pytest.raises(RecipeError, match=r"source.sha256: 'not-a-hash' does not match"):
+        load_recipe(path)
+
+
+def test_git_source_needs_a_full_commit_id(tmp_path):
+    text = MINIMAL.format(name="demo", sha="a" * 64, extra="").replace(
+        'kind = "archive"\nurl = "https://example.invalid/demo-1.0.tar.gz"\nsha256 = "' + "a" * 64 + '"',
+        'kind = "git"\nurl = "https://example.invalid/demo"\ncommit = "main"',
+    )
+    path = write(tmp_path, text=text)
+    with pytest.raises(RecipeError, match=r"source.commit: 'main' does not match"):
+        load_recipe(path)
+
+
+def test_unknown_source_kind(tmp_path):
+    path = write(tmp_path)
+    path.write_text(path.read_text().replace('kind = "archive"', 'kind = "svn"'))
+    with pytest.raises(RecipeError, match=r"source.kind: 'svn' is not one of"):
+        load_recipe(path)
+
+
+def test_invalid_toml(tmp_path):
+    path = write(tmp_path, text="name = ")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(path)
+
+
+def test_name_must_match_file(tmp_path):
+    path = write(tmp_path)
+    path.rename(tmp_path / "other.toml")
+    with pytest.raises(RecipeError, match="does not match the file name"):
+        load_recipe(tmp_path / "other.toml")
+
+
+def test_missing_patch_file(tmp_path):
+    path = write(tmp_path, extra="")
+    path.write_text(path.read_text() + '\n[[patches]]\nfile = "0001-fix.patch"\nsha256 = "' + "b" * 64 + '"\n')
+    with pytest.raises(RecipeError, match="patch 0001-fix.patch is listed but"):
+        load_recipe(path, patches_dir=tmp_path / "patches")
+
+
+def test_unknown_dependency_and_cycle(tmp_path):
+    write(tmp_path, "a", extra='depends = ["b"]')
+    write(tmp_path, "b", extra='depends = ["zzz"]')
+    with pytest.raises(RecipeError, match="depends on unknown step 'zzz'"):
+        load_recipes(tmp_path, tmp_path)
+    write(tmp_path, "b", extra='depends = ["a"]')
+    with pytest.raises(RecipeError, match="cycle"):
+        load_recipes(tmp_path, tmp_path)
+
+
+def test_collect_install_needs_rules(tmp_path):
+    path = write(tmp_path, extra='install = "collect"')
+    with pytest.raises(RecipeError, match="no collect rules"):
+        load_recipe(path)
