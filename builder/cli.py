@@ -199,16 +199,13 @@ def size_report_cmd(wheels, top):
               help="The build's cache root: no file may mention it (default: the user's cache directory).")
 @click.option("--build-path", "build_paths", multiple=True, type=click.Path(path_type=Path),
               help="Another directory of the build machine no file may mention (repeatable).")
-@click.option("--recipes-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              default=DEFAULT_RECIPES_DIR, show_default=False, help="Recipes naming the libraries opened with dlopen.")
-def verify_cmd(wheels, as_json, cache_dir, build_paths, recipes_dir):
+def verify_cmd(wheels, as_json, cache_dir, build_paths):
     """Check built wheels without installing them (one line per check; exit 1 on any failure)."""
     import json
 
     from builder.check import code_selection
     from builder.check import verify
 
-    dlopen = sorted({lib for r in load_recipes(recipes_dir).values() for lib in r.dlopen})
     dirs = verify.default_build_paths(cache_dir) + list(build_paths)
     made: dict = {}
 
@@ -220,7 +217,7 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, recipes_dir):
         return made[needed]
     reports = []
     for path in wheels:
-        report = verify.verify_wheel(path, dlopen=dlopen, build_paths=dirs, probe_root=probe_root)
+        report = verify.verify_wheel(path, build_paths=dirs, probe_root=probe_root)
         reports.append(report)
         if not as_json:
             click.echo(f"{path.name} ({report.gpu_target or 'unknown target'}, {report.seconds:.1f} s)")
@@ -261,11 +258,12 @@ def targets_cmd(environment):
 def matrix_cmd(gpu_targets, families, github_output, rocm):
     """Print the GitHub Actions build matrix (JSON) for the given targets or families."""
     from builder.publish import matrix
+    from builder.rocm import rocblas
 
     stack = get_stack(rocm)
     gh_matrix = matrix.github_matrix(matrix.resolve_targets(
         gpu_targets, families, kernel_targets=set(stack.rocblas_targets),
-        rocblas_label=f"rocBLAS of ROCm stack {stack.name}"))
+        rocblas_label=rocblas.stack_label(stack.name)))
     if github_output:
         matrix.write_github_output(gh_matrix)
     click.echo(matrix.to_json(gh_matrix))

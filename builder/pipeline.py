@@ -82,7 +82,6 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     app = next(r for r in recipes.values() if r.role == "application")
     trees = {t.component: t for t in report.trees}
     components = [project.component_from_recipe(r, trees[r.name].path) for r in recipes.values()]
-    dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
     runtime_root = Path(getattr(environment, "root", Path("/")))
     # The clean root that runs the wheel's comgr for verify lives beside the build roots.
     envs_dir = Path(envs_dir or getattr(environment, "cache_dir", None) or Cache(None).envs)
@@ -104,10 +103,10 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
         path = wheel.build_wheel(
             target=target, prefixes=prefixes, tools=tools, runtime_root=runtime_root,
             components=components, out_dir=out_dir, version=app.version,
-            build_number=build_number, dlopen=dlopen, build_info=build_info, echo=echo,
+            build_number=build_number, build_info=build_info, echo=echo,
             compile_library=environment_compiler(environment),
         )
-        verify_built_wheel(path, report, runtime_root, dlopen, envs_dir, echo)
+        verify_built_wheel(path, report, runtime_root, envs_dir, echo)
         paths.append(path)
     return paths
 
@@ -127,14 +126,14 @@ def environment_compiler(environment: BuildEnvironment):
     return compile_library
 
 
-def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, dlopen, envs_dir: Path,
+def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, envs_dir: Path,
                        echo=print) -> None:
     """`moshi-build verify` on a fresh wheel; a failing one moves to OUT/rejected/ and the run ends."""
     from builder.check import code_selection
     from builder.check import verify
     from builder.errors import WheelVerificationError
 
-    result = verify.verify_wheel(path, dlopen=dlopen, build_paths=verify.build_dirs_of(report, runtime_root),
+    result = verify.verify_wheel(path, build_paths=verify.build_dirs_of(report, runtime_root),
                                  probe_root=lambda needed: code_selection.default_probe_root(needed, envs_dir, echo))
     for line in result.lines():
         echo(f"  {line}")

@@ -1,27 +1,23 @@
+import http.server
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
 from builder import pipeline
-from builder.sources import fetch as sources
-from builder.common.cache import Cache, default_cache_root
 from builder.envs import DebianEnvironment
 from builder.sources.recipe import load_recipes, select_application
+from tests.helpers.slow import SHARED_CACHE, TESTAPP, fetch_options
+from tests.helpers.tokenizer import train_tiny_tokenizer
 
 # A runner that starts the tests in the background (`cmd &` without job control)
 # hands them SIGINT ignored, and children inherit that; the Ctrl-C tests need the
 # ordinary behaviour, in this process and in the processes it starts.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED_MIRROR = REPO.parent / "shared" / "mirror"
-# Slow tests reuse the machine's real cache (root filesystem, sources, builds) when
-# it is there and fill it when not; read before any test changes the environment.
-SHARED_CACHE = default_cache_root()
 
 
 @pytest.fixture(autouse=True)
@@ -30,10 +26,6 @@ def _isolated_env(monkeypatch, tmp_path):
     for var in ("MOSHI_BUILD_CACHE_DIR", "MOSHI_BUILD_MIRROR", "MOSHI_BUILD_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-import http.server
-import threading
 
 
 class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
@@ -55,7 +47,8 @@ def file_server(tmp_path):
     server.requests = []
     server.root = root
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: a short interval keeps each test's teardown short.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield server
     server.shutdown()
@@ -76,14 +69,6 @@ def clean_root():
 
 # -- the slow tier's shared fixtures: one real build, one testapp wheel, one install per session --
 
-TESTAPP = Path(__file__).parent / "fixtures" / "testapp" / "testapp.toml"
-
-
-def fetch_options():
-    mirrors = (SHARED_MIRROR,) if SHARED_MIRROR.is_dir() else ()
-    return sources.FetchOptions(cache=Cache(SHARED_CACHE), mirrors=mirrors, progress=False)
-
-
 @pytest.fixture(scope="session")
 def environment():
     if os.geteuid() != 0:
@@ -96,19 +81,6 @@ def built(environment):
     recipes = select_application(load_recipes(extra=[TESTAPP]), "testapp")
     report = pipeline.build(recipes, ["gfx1100"], environment, fetch_options(), progress=False)
     return recipes, report
-
-
-def train_tiny_tokenizer(directory: Path) -> Path:
-    """A small sentencepiece model, trained here with the sentencepiece package."""
-    import sentencepiece as spm
-
-    corpus = directory / "corpus.txt"
-    corpus.write_text("hello world\nthe quick brown fox jumps over the lazy dog\n"
-                      "moshi speaks and listens\nwheels for every gpu target\nhello moshi\n")
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(directory / "tiny"), vocab_size=60,
-                                   model_type="unigram", hard_vocab_limit=False, character_coverage=1.0,
-                                   normalization_rule_name="identity")
-    return directory / "tiny.model"
 
 
 @pytest.fixture(scope="session")

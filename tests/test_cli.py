@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from builder.cli import main
-from tests.sources.test_fetch import flip_byte, make_tarball
+from tests.helpers.archives import flip_byte, make_tarball
 
 RECIPE = """
 schema_version = 1

@@ -20,7 +20,7 @@ from builder.envs import DebianEnvironment
 from builder.errors import TargetError
 from builder.rocm.offload import fatbin_summary
 from builder.sources.recipe import load_recipes, select_application
-from tests.conftest import SHARED_CACHE, TESTAPP, fetch_options, train_tiny_tokenizer  # noqa: F401 (re-exported)
+from tests.helpers.slow import SHARED_CACHE, TESTAPP, fetch_options
 
 
 
@@ -154,8 +154,7 @@ def test_testapp_wheel_passes_verify(testapp_wheel, built, environment, clean_ro
     from builder.check import verify
 
     recipes, report = built
-    dlopen = sorted({lib for r in recipes.values() for lib in r.dlopen})
-    result = verify.verify_wheel(testapp_wheel, dlopen=dlopen,
+    result = verify.verify_wheel(testapp_wheel,
                                  build_paths=verify.build_dirs_of(report, environment.root),
                                  probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
     print("\n".join(result.lines()), f"\n{result.seconds:.1f} s")
@@ -227,14 +226,14 @@ def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_testapp_wheel_holds_one_targets_code(installed_testapp_wheel):
-    from builder.package import linkage
     from builder.check import reader
+    from builder.rocm import gfx
 
     path = installed_testapp_wheel[0]
     info = reader.inspect_wheel(path)
     assert all(t.startswith("py3-none-manylinux_") for t in info.tags), info.tags
     kernels = [m for m in info.files if "/rocblas/library/" in m]
-    assert kernels and {t for m in kernels for t in linkage.gfx_tokens(Path(m).name)} == {"gfx1100"}
+    assert kernels and {t for m in kernels for t in gfx.gfx_names_in(Path(m).name)} == {"gfx1100"}
     assert any(m.endswith("libggml-hip.so") for m in info.files)
     assert sum(m.endswith(".so") and "libggml-cpu-" in m for m in info.files) >= 10
 
@@ -367,7 +366,7 @@ def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, 
     print(f"{sabotage}: removed {len(dropped)} files, e.g. {dropped[0]}")
 
     recipes, report = built
-    result = verify.verify_wheel(broken, dlopen=sorted({lib for r in recipes.values() for lib in r.dlopen}),
+    result = verify.verify_wheel(broken,
                                  build_paths=verify.build_dirs_of(report, environment.root),
                                  probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
     print("\n".join(result.lines()))

@@ -9,17 +9,13 @@ unfinished one never appears under that name.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import dataclasses
-import fcntl
 import glob
 import hashlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,11 +24,12 @@ from tqdm import tqdm
 
 from builder.common.cache import Cache, disk_full_as_error, staging_dir
 from builder.envs.base import EnvSession
+from builder.common.process import failure, run_logged
+from builder.common.files import file_lock
 from builder.errors import BuildStepError, RecipeError
 from builder.sources.recipe import BuildStep, topological_steps
 from builder.sources.fetch import SourceTree
 
-LOG_TAIL_LINES = 30
 NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 
 
@@ -140,50 +137,23 @@ def _commands(step: BuildStep, source: Path, build: Path, prefix: Path, stage: P
     return cmds
 
 
-def _tail(log: Path, n: int = LOG_TAIL_LINES) -> str:
-    with open(log, errors="replace") as f:
-        return "".join(collections.deque(f, maxlen=n))
-
-
 def _run_logged(label: str, phase: str, argv: list[str], cwd: Path, env: dict[str, str],
                 log: Path, ctx: BuildContext) -> None:
-    wrapped = ctx.session.wrap(argv, cwd, env)
-    with open(log, "a") as logf:
-        logf.write(f"\n$ {' '.join(argv)}\n(cwd {cwd})\n")
-        logf.flush()
-        bar = tqdm(desc=f"{label} {phase}", unit="step", disable=not ctx.progress or None, leave=False)
-        try:
-            proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=cwd,
-                                    text=True, errors="replace", bufsize=1)
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                logf.write(line)
-                m = NINJA_PROGRESS.match(line)
-                if m:
-                    done, total = int(m.group(1)), int(m.group(2))
-                    bar.total = total
-                    bar.n = done
-                    bar.refresh()
-                else:
-                    bar.update(0)
-            code = proc.wait()
-        except BaseException:
-            if "proc" in locals() and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            raise
-        finally:
-            bar.close()
+    bar = tqdm(desc=f"{label} {phase}", unit="step", disable=not ctx.progress or None, leave=False)
+
+    def progress(line: str) -> None:
+        m = NINJA_PROGRESS.match(line)
+        if m:
+            bar.total, bar.n = int(m.group(2)), int(m.group(1))
+            bar.refresh()
+        else:
+            bar.update(0)
+    try:
+        code = run_logged(ctx.session.wrap(argv, cwd, env), log, cwd=cwd, shown=argv, on_line=progress, stop_timeout=20)
+    finally:
+        bar.close()
     if code != 0:
-        tail = _tail(log)
-        raise BuildStepError(
-            f"{label}: {phase} failed (exit {code}); last {LOG_TAIL_LINES} lines of {log}:\n{tail}"
-            f"full log: {log}"
-        )
+        raise BuildStepError(f"{label}: " + failure(phase, code, log))
 
 
 def _collect(step: BuildStep, build: Path, dest_prefix: Path) -> None:
@@ -214,24 +184,6 @@ def _relocate_text_files(stage: Path, old: str, new: str) -> None:
                     f.write_text(text.replace(old, new), errors="surrogateescape")
 
 
-@contextlib.contextmanager
-def _step_lock(path: Path, label: str, echo: Callable[[str], None]):
-    """One builder per step key at a time: a second moshi-build (another shell, a CI job
-    sharing the cache) waits, then finds the step built, instead of sharing its build
-    directory and log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            echo(f"{label}: another moshi-build is building it; waiting for it to finish")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[str, StepResult],
              ctx: BuildContext) -> StepResult:
     key = step_key(step, tree, ctx.environment_id, target, [d.key for d in deps.values()])
@@ -240,7 +192,10 @@ def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[s
     label = f"{step.step}[{target}]" if target else step.step
     if final.exists():
         return StepResult(step.step, target, key, final, cached=True, seconds=0.0, log=None)
-    with _step_lock(ctx.cache.dir("locks") / f"{name}-{key}.lock", label, ctx.echo):
+    # One builder per step key: a second moshi-build (another shell, a CI job sharing the
+    # cache) waits, then finds the step built, instead of sharing its build directory and log.
+    with file_lock(ctx.cache.dir("locks") / f"{name}-{key}.lock", echo=ctx.echo,
+                   waiting=f"{label}: another moshi-build is building it; waiting for it to finish"):
         if final.exists():  # built by the other moshi-build while we waited
             return StepResult(step.step, target, key, final, cached=True, seconds=0.0, log=None)
         return _build_step(step, tree, target, deps, ctx, key, name, final, label)

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable
 
-from builder.rocm import offload
+from builder.rocm import offload, rocblas
 
 EF_AMDGPU_MACH = 0xFF
 PROBE_SCRIPT = "comgr_probe.py"
@@ -72,7 +72,7 @@ class ProbeRoot:
 
 
 def _is_code_object_file(member: str, kernel_folder: str | None) -> bool:
-    return bool(kernel_folder) and member.startswith(kernel_folder) and member.endswith((".co", ".hsaco"))
+    return bool(kernel_folder) and member.startswith(kernel_folder) and rocblas.is_code_object_file(member)
 
 
 def write_bundles(unpacked: Path, members: Iterable[str], kernel_folder: str | None,

@@ -1,16 +1,18 @@
 """What takes the room in a wheel: `moshi-build --size-report`.
 
-Read from the wheel's zip directory alone (no extraction): per file its
-compressed size (what users download) and its size once installed, the
-largest files, and the totals per folder of the installed tree.
+Read from the wheel's zip directory alone (reader.inspect_wheel without ELF
+facts: nothing extracted): per file its compressed size (what users download)
+and its size once installed, the largest files, and the totals per folder of
+the installed tree.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import zipfile
 from pathlib import Path, PurePosixPath
+
+from builder.check.reader import inspect_wheel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +52,9 @@ class SizeReport:
 
 
 def read_sizes(wheel: Path) -> SizeReport:
-    with zipfile.ZipFile(wheel) as zf:
-        files = [FileSize(i.filename, i.compress_size, i.file_size) for i in zf.infolist() if not i.is_dir()]
-    return SizeReport(Path(wheel), files)
+    report = inspect_wheel(Path(wheel), elf=False)
+    files = [FileSize(name, report.compressed[name], size) for name, size in report.files.items()]
+    return SizeReport(report.path, files)
 
 
 def _mb(n: int) -> str:

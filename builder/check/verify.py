@@ -1,6 +1,6 @@
 """Trust the artifact: check a built wheel without installing it.
 
-One pass over the archive (wheel.inspect_wheel) collects what every check
+One pass over the archive (reader.inspect_wheel) collects what every check
 needs: the dynamic section, symbol versions and offload bundles of each ELF
 member, and the paths of the build machine any member mentions. Then:
 
@@ -8,8 +8,9 @@ member, and the paths of the build machine any member mentions. Then:
   elf-closure   every DT_NEEDED resolves inside the wheel through the file's own
                 $ORIGIN RPATH, or is on the allow-list of the wheel's manylinux
                 policy (auditwheel's policy data); the libraries the runtime
-                opens with dlopen() (runtime.toml, the recipes) sit where their
-                opener finds them
+                opens with dlopen() sit where their opener finds them (the
+                [[dlopen]] rules of runtime.toml as the wheel's _runtime.json
+                recorded them; the current runtime.toml's for older wheels)
   rpath         RPATH/RUNPATH entries are $ORIGIN-relative and stay in the wheel
   gpu-code      the libraries verify.toml names carry code objects for the target
   kernels       the kernel folder holds the target's files and no other target's
@@ -39,24 +40,24 @@ import os
 import posixpath
 import re
 import time
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from elftools.elf.elffile import ELFFile
 from packaging.utils import parse_wheel_filename
 
+from builder.check.reader import WheelReport, built_name, inspect_wheel
 from builder.package import rules
 from builder.package import elfinfo
 from builder.package import linkage
+from builder.common import resources
 from builder.errors import FatalError
+from builder.rocm import gfx, rocblas
 from builder.rocm.offload import BundleFormatError, FatbinSummary, fatbin_summary
 from builder.sources.recipe import PROJECT_ROOT
-from builder.package.rules import RuntimeSpec
+from builder.package.rules import DlopenRule, RuntimeSpec
 from builder.rocm.standins import behaviour_of
 
-_GRAFTED = re.compile(r"^(?P<base>.+)-[0-9a-f]{8}(?P<ext>\..+)$")
 _MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(?P<arch>.+)$")
 _LEGACY = re.compile(r"^manylinux(?:1|2010|2014)_(?P<arch>.+)$")
 # Bytes that end a path inside a binary or a text file.
@@ -125,7 +126,7 @@ class VerifySettings:
 
 
 def load_settings() -> VerifySettings:
-    data = tomllib.loads(resources.files("builder.resources").joinpath("verify.toml").read_text())
+    data = resources.load("verify")
     backends = tuple((b["pattern"], int(b.get("min", 1)), b.get("why", ""))
                      for b in data.get("backends", {}).get("required", ()))
     return VerifySettings(tuple(data["device_code"]["libraries"]), tuple(data["build_paths"]["markers"]),
@@ -244,7 +245,7 @@ class ElfDetails:
 
 @dataclasses.dataclass
 class WheelContents:
-    report: "object"                      # wheel.WheelReport
+    report: WheelReport
     details: dict[str, ElfDetails]
     scanner: PathScanner
     texts: dict[str, str]                 # small text members read whole (_runtime.json, METADATA)
@@ -264,7 +265,6 @@ def _is_text_wanted(member: str) -> bool:
 
 def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
     from auditwheel.elfutils import elf_find_versioned_symbols  # auditwheel's own reader
-    from builder.check.reader import inspect_wheel
 
     details: dict[str, ElfDetails] = {}
     texts: dict[str, bytearray] = {}
@@ -302,18 +302,24 @@ def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
 
 def libs_dir_of(contents: WheelContents) -> str | None:
     """auditwheel's folder of grafted libraries (<distribution>.libs) at the wheel's root."""
-    dirs = {m.split("/", 1)[0] for m in contents.files if "/" in m and m.split("/", 1)[0].endswith(".libs")}
-    return sorted(dirs)[0] if dirs else None
+    return contents.report.libs_dir
 
 
-def built_name(member: str, libs_dir: str | None) -> str:
-    """A member's file name as built: auditwheel's -<sha8> dropped for grafted libraries."""
-    name = posixpath.basename(member)
-    if libs_dir and member.startswith(libs_dir + "/"):
-        m = _GRAFTED.match(name)
-        if m:
-            return m.group("base") + m.group("ext")
-    return name
+def dlopen_rules(info: Mapping | None, spec: RuntimeSpec) -> tuple[tuple[DlopenRule, ...], str | None]:
+    """(the dlopen rules to check the wheel against, a problem with its record or None).
+
+    The wheel's own _runtime.json records the [[dlopen]] rules of runtime.toml it
+    was made with; a wheel made before it did falls back to this runtime.toml's.
+    """
+    recorded = info.get("dlopen") if isinstance(info, Mapping) else None
+    if recorded is None:
+        return spec.dlopen, None
+    try:
+        if not isinstance(recorded, list):
+            raise ValueError(f"not a list: {recorded!r}")
+        return tuple(DlopenRule.from_json(r) for r in recorded), None
+    except ValueError as e:
+        return spec.dlopen, f"_runtime.json's dlopen is unreadable ({e}); runtime.toml's rules were used"
 
 
 def origin_dirs(member: str, entries: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -394,7 +400,6 @@ class Context:
     contents: WheelContents
     spec: RuntimeSpec
     settings: VerifySettings
-    dlopen: tuple[str, ...]
     info: dict | None
     info_member: str | None
     gpu_target: str | None
@@ -412,7 +417,7 @@ def check_runtime_info(ctx: Context) -> CheckResult:
         problems.append(f"no readable <package>/_runtime.json in {name}: not a moshi-build wheel, or a broken one")
         return _result("runtime-info", problems, "")
     target = ctx.gpu_target
-    if not target or not re.fullmatch(r"gfx[0-9a-f]+", target):
+    if not target or not gfx.is_gfx_name(target):
         problems.append(f"{ctx.info_member} names no gfx target (gpu_target = {target!r})")
     else:
         distribution = ctx.spec.distribution_for(target)
@@ -453,7 +458,10 @@ def check_closure(ctx: Context) -> CheckResult:
             else:
                 problems.append(f"{member} needs {needed}: not in the wheel and not on the {policy_name} allow-list")
     # Libraries opened with dlopen(): invisible to DT_NEEDED.
-    rules = [r for r in ctx.spec.with_dlopen(ctx.dlopen).dlopen if r.bundle]
+    rules, unreadable = dlopen_rules(ctx.info, ctx.spec)
+    if unreadable:
+        problems.append(unreadable)
+    rules = [r for r in rules if r.bundle]
     opened = []
     for rule in rules:
         before = len(problems)
@@ -468,7 +476,7 @@ def check_closure(ctx: Context) -> CheckResult:
                                     f"{rule.reason or 'runtime.toml'}) is not in its RPATH folders "
                                     f"({', '.join(d or '.' for d in dirs) or 'none'})")
         elif rule.soname not in by_name:
-            problems.append(f"{rule.soname} (opened with dlopen, listed by a recipe) is not in the wheel")
+            problems.append(f"{rule.soname} (opened with dlopen: {rule.reason or 'runtime.toml'}) is not in the wheel")
         if len(problems) == before:
             opened.append(rule.soname)
     return _result("elf-closure", problems,
@@ -555,12 +563,12 @@ def check_kernels(ctx: Context) -> CheckResult:
         if not names:
             problems.append(f"{rule.name}: {folder} is missing or empty, but {posixpath.basename(readers[0])} reads it")
             continue
-        own = [n for n in names if target in linkage.gfx_tokens(posixpath.basename(n))]
-        foreign = [n for n in names if any(t != target for t in linkage.gfx_tokens(posixpath.basename(n)))]
+        own = [n for n in names if rocblas.is_target_file(posixpath.basename(n), target)]
+        foreign = [n for n in names if rocblas.foreign_targets(posixpath.basename(n), target)]
         if not own:
             problems.append(f"{rule.name}: {folder} holds no file for {target}")
         if foreign:
-            others = sorted(linkage.targets_in_names(posixpath.basename(n) for n in foreign) - {target})
+            others = sorted(rocblas.targets_in_names(posixpath.basename(n) for n in foreign) - {target})
             problems.append(f"{rule.name}: {folder} holds {_count(len(foreign), 'file')} of other targets "
                             f"({', '.join(others)}), e.g. {foreign[0]}")
         found.append(f"{folder}: {len(own)} {target} files, {len(names) - len(own) - len(foreign)} for any target")
@@ -686,7 +694,7 @@ def check_code_selection(ctx: Context) -> CheckResult:
     rules = [r for r in ctx.spec.data_dirs if r.select == "gpu_target"]
     kernel_folder = f"{package}/{rules[0].into}/" if rules else None
     has_code_files = bool(kernel_folder) and any(
-        m.startswith(kernel_folder) and m.endswith((".co", ".hsaco")) for m in ctx.contents.files)
+        m.startswith(kernel_folder) and rocblas.is_code_object_file(m) for m in ctx.contents.files)
     if not fatbins and not has_code_files:
         return CheckResult("code-selection", True, "no device code in the wheel")
     tags = [m for m in (_MANYLINUX.match(t) for t in ctx.contents.report.platform_tags) if m]
@@ -763,12 +771,13 @@ def _runtime_info(contents: WheelContents, package: str) -> tuple[dict | None, s
     return None, None
 
 
-def verify_wheel(path: Path, *, dlopen: Sequence[str] = (), build_paths: Iterable[Path | str] = (),
+def verify_wheel(path: Path, *, build_paths: Iterable[Path | str] = (),
                  spec: RuntimeSpec | None = None, settings: VerifySettings | None = None,
                  probe_root=None) -> VerifyReport:
     """Run every check on the wheel at `path`.
 
-    dlopen:      SONAMEs the recipes open with dlopen() ([runtime] dlopen), on top of runtime.toml's
+    The wheel says what it should hold (its _runtime.json: target, dlopen rules, stand-ins,
+    system packages); `spec` (runtime.toml) fills in what an older wheel's record lacks.
     build_paths: directories of the build machine no file may mention (build_path_needles())
     probe_root:  where the wheel's comgr can run (code_selection.ProbeRoot, or a callable that
                  makes one from the (major, minor) glibc the wheel's tag needs, when a check needs it)
@@ -781,7 +790,7 @@ def verify_wheel(path: Path, *, dlopen: Sequence[str] = (), build_paths: Iterabl
     contents = read_wheel(path, needles)
     info, info_member = _runtime_info(contents, spec.package)
     target = info.get("gpu_target") if isinstance(info, dict) else None
-    ctx = Context(contents=contents, spec=spec, settings=settings, dlopen=tuple(dlopen), info=info,
+    ctx = Context(contents=contents, spec=spec, settings=settings, info=info,
                   info_member=info_member, gpu_target=target, libs_dir=libs_dir_of(contents),
                   policy=claimed_policy(contents.report.platform_tags), needles=needles, generic=generic,
                   probe_root=probe_root)

@@ -15,7 +15,6 @@ One module per kind behind one interface (BuildEnvironment / EnvSession):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from builder.envs.base import BuildEnvironment, EnvSession, load_config

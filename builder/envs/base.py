@@ -6,25 +6,22 @@ import abc
 import contextlib
 import re
 import subprocess
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 from packaging.version import InvalidVersion, Version
 
+from builder.common import resources
 from builder.errors import ToolchainError
+from builder.rocm import gfx, rocblas
 
 # Bump when the probes below change what they record: cached info is then re-probed.
 PROBE_VERSION = 2
 
-_GFX = re.compile(r"gfx[0-9]{1,2}[0-9a-f]{2}(?![0-9a-z])")
-
 
 def load_config() -> dict:
     """resources/environments.toml as a dict."""
-    text = resources.files("builder.resources").joinpath("environments.toml").read_text()
-    return tomllib.loads(text)
+    return resources.load("environments")
 
 
 def parse_hip_version(text: str) -> Version:
@@ -50,54 +47,9 @@ def parse_supported_cpus(text: str) -> set[str]:
         line = line.strip()
         # clang: one name per line; llc: "  gfx1100 - Select the gfx1100 processor."
         word = line.split(" ", 1)[0] if line else ""
-        if _GFX.fullmatch(word):
+        if gfx.is_gfx_name(word):
             names.add(word)
     return names
-
-
-def rocblas_targets_in(library: Path) -> set[str]:
-    """gfx names in the file names of a rocBLAS Tensile `library/` folder
-    (TensileLibrary_lazy_gfx1100.dat, Kernels.so-000-gfx1100.hsaco, ..._gfx1100.co)."""
-    names = set()
-    try:
-        entries = list(library.iterdir())
-    except OSError:
-        return names
-    for entry in entries:
-        if "fallback" in entry.name:
-            continue
-        names.update(_GFX.findall(entry.name))
-    return names
-
-
-def find_rocblas_library(roots: list[Path]) -> Path | None:
-    """The Tensile `library/` folder under the first root that has one.
-
-    Upstream ROCm puts it at <rocm>/lib/rocblas/library; Debian at
-    /usr/lib/<triplet>/rocblas/<version>/library.
-    """
-    patterns = ["lib/rocblas/library", "lib/*/rocblas/*/library", "lib64/rocblas/library",
-                "lib/llvm/lib/rocblas/library"]
-    for root in roots:
-        for pattern in patterns:
-            hits = sorted(p for p in root.glob(pattern) if p.is_dir())
-            if hits:
-                return hits[-1]
-    return None
-
-
-def rocblas_header_version(include_dirs: list[Path]) -> str | None:
-    """rocBLAS's own version (4.4.1 in ROCm 6.4) from rocblas/internal/rocblas-version.h."""
-    for inc in include_dirs:
-        header = inc / "rocblas" / "internal" / "rocblas-version.h"
-        try:
-            text = header.read_text(errors="replace")
-        except OSError:
-            continue
-        parts = [re.search(rf"#define\s+ROCBLAS_VERSION_{p}\s+(\d+)", text) for p in ("MAJOR", "MINOR", "PATCH")]
-        if all(parts):
-            return ".".join(m.group(1) for m in parts)
-    return None
 
 
 class EnvSession(abc.ABC):
@@ -170,8 +122,7 @@ class BuildEnvironment(abc.ABC):
 
     @property
     def rocblas_label(self) -> str:
-        v = self.info().get("rocblas_version")
-        return f"rocBLAS {v}" if v else "this environment's rocBLAS"
+        return rocblas.label(self.info().get("rocblas_version"))
 
 
 def probe(run: Callable[[list[str]], subprocess.CompletedProcess], fs_root: Path) -> dict:
@@ -211,11 +162,11 @@ def probe(run: Callable[[list[str]], subprocess.CompletedProcess], fs_root: Path
     cmake = out(["cmake", "--version"])
     info["cmake_version"] = cmake.split()[2] if cmake and len(cmake.split()) > 2 else None
     rocm_root = fs_root / rocm.lstrip("/")
-    lib = find_rocblas_library([rocm_root] + ([fs_root / "usr"] if rocm != "/usr" else []))
+    lib = rocblas.find_kernel_folder([rocm_root] + ([fs_root / "usr"] if rocm != "/usr" else []))
     if lib is not None:
         info["rocblas_library"] = "/" + str(lib.relative_to(fs_root)) if fs_root != Path("/") else str(lib)
-        info["rocblas_kernel_targets"] = sorted(rocblas_targets_in(lib))
-        info["rocblas_version"] = rocblas_header_version(
+        info["rocblas_kernel_targets"] = sorted(rocblas.kernel_targets_in(lib))
+        info["rocblas_version"] = rocblas.header_version(
             [rocm_root / "include"] + ([fs_root / "usr/include"] if rocm != "/usr" else []))
     else:
         info["rocblas_library"] = None

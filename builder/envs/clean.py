@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -34,11 +32,12 @@ from typing import Callable, Iterable, Sequence
 
 from builder.envs import mounts
 from builder.envs.base import load_config
-from builder.envs.debian import _dpkg_architecture, _flock, _stderr, _tree_size
+from builder.common.files import file_lock
+from builder.envs.debian import _dpkg_architecture, _stderr, _tree_size
+from builder.common.process import failure, run_logged
 from builder.errors import DiskFullError, ToolchainError
 
 LAYOUT_VERSION = 1
-LOG_TAIL_LINES = 25
 INNER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VENVS_DIR = Path("/opt/moshi-build")
 
@@ -164,7 +163,7 @@ class CleanRoot:
             raise ToolchainError("mmdebstrap is missing; `moshi-build env create` installs it, or apt-get "
                                  "install mmdebstrap")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with _flock(self._lock_path(), fcntl.LOCK_EX, waiting=f"waiting for another creation of {self.home} ...",
+        with file_lock(self._lock_path(), waiting=f"waiting for another creation of {self.home} ...",
                     echo=self.echo):
             if self.exists():
                 return
@@ -187,10 +186,7 @@ class CleanRoot:
             argv = self.mmdebstrap_argv(tmp / "root")
             self.echo(f"creating the clean root filesystem in {self.home} ({self.spec.suite}, "
                       f"{', '.join(self.spec.packages)}; about a minute)")
-            with open(log, "w") as logf:
-                logf.write("$ " + shlex.join(argv) + "\n")
-                logf.flush()
-                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT).returncode
+            code = run_logged(argv, log)
             if code != 0:
                 text = log.read_text(errors="replace")
                 kept = self.cache_dir / f"{self.home.name}.failed.log"
@@ -198,9 +194,7 @@ class CleanRoot:
                 if "No space left on device" in text:
                     raise DiskFullError(f"no space left while creating the clean root filesystem in "
                                         f"{self.cache_dir}; free some space and run again (log: {kept})")
-                tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
-                raise ToolchainError(f"mmdebstrap failed (exit {code}) creating the clean root filesystem; last "
-                                     f"lines:\n{tail}\nfull log: {kept}")
+                raise ToolchainError(failure("mmdebstrap", code, log, kept, context="creating the clean root filesystem"))
             probe = subprocess.run([_tool("chroot"), str(tmp / "root"), "/usr/bin/python3", "-c",
                                     "import platform, sys; print(sys.version.split()[0]); "
                                     "print(platform.libc_ver()[1])"],
@@ -221,7 +215,7 @@ class CleanRoot:
             raise
 
     def remove(self) -> None:
-        with _flock(self._lock_path(), fcntl.LOCK_EX):
+        with file_lock(self._lock_path()):
             if self.home.exists():
                 mounts.safe_rmtree(self.home)
 

@@ -27,11 +27,9 @@ exact NAME=VERSION installs and generated stand-ins, in order.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -49,17 +47,19 @@ from packaging.version import Version
 
 from builder.envs import mounts
 from builder.envs.base import (
-    PROBE_VERSION, BuildEnvironment, EnvSession, probe, short_version,
+    PROBE_VERSION, BuildEnvironment, EnvSession, probe,
 )
 from builder.envs.stacks import (
     STANDIN_RECORD_DIR, InstallStep, RocmStack, StandinStep, check_pins, get_stack, standin_control,
     standin_copyright, standin_source, undefined_symbols,
 )
+from builder.common.process import failure, run_logged
+from builder.common.files import file_lock
 from builder.errors import DiskFullError, PinnedPackageError, ToolchainError
+from builder.rocm import rocblas
 
 # Bump when the way a root is made changes (hook, options) so existing roots are not reused.
 LAYOUT_VERSION = 1
-LOG_TAIL_LINES = 25
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -272,23 +272,6 @@ def _hip_env(info: dict) -> dict[str, str]:
 
 # -- locks --------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _flock(path: Path, mode: int, waiting: str | None = None, echo: Callable[[str], None] = _stderr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting is None:
-                raise
-            echo(waiting)
-            fcntl.flock(fd, mode)
-        yield fd
-    finally:
-        os.close(fd)
-
-
 # -- the environment ----------------------------------------------------------
 
 class DebianEnvironment(BuildEnvironment):
@@ -366,16 +349,8 @@ class DebianEnvironment(BuildEnvironment):
     @property
     def rocblas_label(self) -> str:
         if not self.exists():
-            return f"rocBLAS of ROCm stack {self.stack.name}"
-        pkg = self.info().get("packages", {})
-        version = next((v for p, v in sorted(pkg.items()) if p.startswith("librocblas") and not p.endswith("-dev")), None) \
-            or pkg.get("librocblas-dev")
-        if version:
-            try:
-                return f"Debian's rocBLAS {short_version(Version(version.split('-')[0].split('+')[0]))}"
-            except Exception:
-                return f"Debian's rocBLAS {version}"
-        return "Debian's rocBLAS"
+            return rocblas.stack_label(self.stack.name)
+        return rocblas.debian_label(self.info().get("packages", {}))
 
     def ensure(self) -> None:
         if self.exists():
@@ -383,8 +358,7 @@ class DebianEnvironment(BuildEnvironment):
             return
         self._require_root()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with _flock(self._lock_path(), fcntl.LOCK_EX,
-                    waiting=f"waiting for another moshi-build creating {self.home} ...", echo=self.echo):
+        with file_lock(self._lock_path(), waiting=f"waiting for another moshi-build creating {self.home} ...", echo=self.echo):
             if self.exists():  # made by someone else while we waited
                 return
             if self.home.exists():
@@ -401,11 +375,10 @@ class DebianEnvironment(BuildEnvironment):
         self._require_root()
         if not self.home.exists() and not self._tmp_dirs():
             return
-        with _flock(self._lock_path(), fcntl.LOCK_EX,
-                    waiting=f"waiting for another moshi-build creating {self.home} ...", echo=self.echo):
+        with file_lock(self._lock_path(), waiting=f"waiting for another moshi-build creating {self.home} ...", echo=self.echo):
             if self.home.exists():
                 try:
-                    with _flock(self.home / "session.lock", fcntl.LOCK_EX):
+                    with file_lock(self.home / "session.lock"):
                         # Out of sight first (atomic), then deleted; a crash in between leaves
                         # a .tmp that the next ensure() or remove() deletes.
                         trash = self.cache_dir / f".{self.home.name}.{os.getpid()}-{time.time_ns()}.removed.tmp"
@@ -433,22 +406,15 @@ class DebianEnvironment(BuildEnvironment):
         If no other session holds it (the exclusive lock is free), anything still
         mounted in the root was left by a killed session and is unmounted first.
         """
-        fd = os.open(self.home / "session.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pass  # other sessions run: their mounts are not stale
-            else:
+        with file_lock(self.home / "session.lock", acquire=False) as lock:
+            if lock.try_acquire(exclusive=True):  # no other session runs: what is mounted is stale
                 with mounts.signals_held():
                     left = mounts.unmount_all_under(self.root)
                 if left:
                     self.echo("unmounted what an earlier, killed session left mounted: "
                               + ", ".join(map(str, left)))
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            lock.acquire(exclusive=False)
             yield
-        finally:
-            os.close(fd)
 
     # -- creation ---------------------------------------------------------------
     def mmdebstrap_argv(self, target: Path) -> list[str]:
@@ -509,29 +475,12 @@ class DebianEnvironment(BuildEnvironment):
             raise
 
     def _logged(self, argv: list[str], logf, show: Callable[[str], bool] = lambda line: False,
-                prefix: str = "", env: dict[str, str] | None = None) -> int:
-        """Run argv with its output appended to `logf`; echo the lines `show` picks. Returns the exit code."""
-        logf.write("$ " + shlex.join(argv) + "\n")
-        logf.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                logf.write(line)
-                if show(line):
-                    self.echo("  " + prefix + line[3:].rstrip()[:100] if line.startswith("I: ")
-                              else "  " + prefix + line.rstrip()[:100])
-            return proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            logf.flush()
+                prefix: str = "") -> int:
+        """run_logged() into the open creation log; echo the lines `show` picks."""
+        def echo(line: str) -> None:
+            if show(line):
+                self.echo("  " + prefix + (line[3:] if line.startswith("I: ") else line).rstrip()[:100])
+        return run_logged(argv, logf, on_line=echo, stop_timeout=60)
 
     def _fill(self, root: Path, logf) -> None:
         """Run the stack's steps in the new root: pins checked first, then installs and stand-ins."""
@@ -550,9 +499,8 @@ class DebianEnvironment(BuildEnvironment):
                 code, out = self._logged(session.wrap(argv, Path("/"), env), logf), ""
             if code != 0:
                 logf.flush()
-                raise ToolchainError(f"{what} failed (exit {code}) in the new ROCm {self.stack.name} root; last "
-                                     f"{LOG_TAIL_LINES} lines of the log:\n{_tail(log_path)}full log: "
-                                     f"{self.cache_dir / (self.home.name + '.failed.log')}")
+                kept = self.cache_dir / (self.home.name + ".failed.log")
+                raise ToolchainError(failure(what, code, log_path, kept, context=f"in the new ROCm {self.stack.name} root"))
             return out
 
         with mounted(root, [], self.mounter):
@@ -620,7 +568,6 @@ class DebianEnvironment(BuildEnvironment):
 
     def _creation_failed(self, log: Path, code: int) -> None:
         text = log.read_text(errors="replace")
-        tail = _tail(log)
         kept = self.cache_dir / f"{self.home.name}.failed.log"
         if "No space left on device" in text:
             raise DiskFullError(f"no space left on the device holding {self.cache_dir} while creating the "
@@ -630,10 +577,8 @@ class DebianEnvironment(BuildEnvironment):
                 f"mmdebstrap failed: the package registry serves Release files apt considers expired; "
                 f"create the environment without the Valid-Until check (check_valid_until=False) "
                 f"(log: {kept})")
-        raise ToolchainError(
-            f"mmdebstrap failed (exit {code}) creating the debian build environment; last "
-            f"{LOG_TAIL_LINES} lines of the log:\n{tail}full log: {kept}; the ROCm stacks are in "
-            "builder/resources/stacks.toml")
+        raise ToolchainError(failure("mmdebstrap", code, log, kept, "the ROCm stacks are in builder/resources/stacks.toml",
+                                     context="creating the debian build environment"))
 
     def _probe(self, root: Path) -> dict:
         session = DebianSession(root)
@@ -671,14 +616,17 @@ class DebianEnvironment(BuildEnvironment):
                                  f"{self.stack.name} needs; check its pins in builder/resources/stacks.toml")
         if not info.get("compiler_gpu_targets"):
             raise ToolchainError(f"{info.get('clang')} in the new root lists no AMD GPU targets")
+        # The probe read the root's kernel folder with rocblas.find_kernel_folder / kernel_targets_in.
+        facts = rocblas.facts()
         if not info.get("rocblas_kernel_targets"):
-            raise ToolchainError("the new root has no rocBLAS Tensile library folder (librocblas installed?)")
+            raise ToolchainError(f"the new root has no {facts.name} Tensile library folder "
+                                 f"({facts.debian_package_prefix} installed?)")
         declared = set(self.stack.rocblas_targets)
         found = set(info["rocblas_kernel_targets"])
         if declared != found:
             raise ToolchainError(
-                f"ROCm stack {self.stack.name} declares rocBLAS kernels for {' '.join(sorted(declared))} but the "
-                f"new root's rocBLAS has them for {' '.join(sorted(found))}; fix rocblas_targets in "
+                f"ROCm stack {self.stack.name} declares {facts.name} kernels for {' '.join(sorted(declared))} but "
+                f"the new root's {facts.name} has them for {' '.join(sorted(found))}; fix rocblas_targets in "
                 "builder/resources/stacks.toml")
 
     def _refresh_info_if_stale(self) -> None:
@@ -686,9 +634,8 @@ class DebianEnvironment(BuildEnvironment):
         if info.get("probe_version") == PROBE_VERSION:
             return
         self._require_root()
-        with _flock(self._lock_path(), fcntl.LOCK_EX, waiting=f"waiting for {self._lock_path()} ...",
-                    echo=self.echo), _flock(self.home / "session.lock", fcntl.LOCK_EX,
-                                            waiting=f"waiting for sessions of {self.home} to end ...",
+        with file_lock(self._lock_path(), waiting=f"waiting for {self._lock_path()} ...",
+                    echo=self.echo), file_lock(self.home / "session.lock", waiting=f"waiting for sessions of {self.home} to end ...",
                                             echo=self.echo):
             with mounts.signals_held():
                 mounts.unmount_all_under(self.root)
@@ -742,15 +689,7 @@ class DebianEnvironment(BuildEnvironment):
 # Packages whose versions info() shows (all of them go to packages.json).
 _SHOWN_PACKAGE_PREFIXES = ("hipcc", "libamdhip64", "libhipblas", "librocblas", "librocsolver", "libhsa-runtime",
                            "libamd-comgr", "rocm-", "clang-", "libllvm", "libc6", "gcc-1", "g++-1",
-                           "libstdc++6", "cmake", "ninja-build", "libsdl2-dev", "libdrm-dev", "python3")
-
-
-def _tail(log: Path, n: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "".join(collections.deque(text.splitlines(keepends=True), maxlen=n))
+                           "libstdc++6", "cmake", "ninja-build", "python3")
 
 
 def _write_info(home: Path, info: dict) -> dict:

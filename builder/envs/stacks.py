@@ -18,12 +18,10 @@ import dataclasses
 import functools
 import json
 import re
-import tomllib
-from importlib import resources
 from pathlib import Path
 
-import jsonschema
 
+from builder.common import resources
 from builder.errors import ConfigurationError, PinnedPackageError
 from builder.rocm.standins import returning_source, standin_copyright, undefined_symbols  # noqa: F401 (re-exported)
 
@@ -113,17 +111,9 @@ class RocmStack:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
-def _schema() -> dict:
-    return json.loads(resources.files("builder.resources").joinpath("stacks.schema.json").read_text())
-
-
 def parse_stacks(data: dict, where: str) -> tuple[dict[str, RocmStack], str]:
     """Validate a loaded stacks document: ({name: stack}, default name)."""
-    try:
-        jsonschema.validate(data, _schema())
-    except jsonschema.ValidationError as e:
-        loc = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise ConfigurationError(f"{where}: invalid at {loc}: {e.message}") from None
+    resources.validate(data, "stacks", where)
     stacks: dict[str, RocmStack] = {}
     for name, s in data["stack"].items():
         steps: list[InstallStep | StandinStep] = []
@@ -158,18 +148,13 @@ def parse_stacks(data: dict, where: str) -> tuple[dict[str, RocmStack], str]:
 
 @functools.cache
 def _packaged() -> tuple[dict[str, RocmStack], str]:
-    text = resources.files("builder.resources").joinpath("stacks.toml").read_text()
-    return parse_stacks(tomllib.loads(text), "builder/resources/stacks.toml")
+    return parse_stacks(resources.load("stacks"), "builder/resources/stacks.toml")
 
 
 def load_stacks(path: Path | None = None) -> tuple[dict[str, RocmStack], str]:
     if path is None:
         return _packaged()
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigurationError(f"cannot read the ROCm stacks file {path}: {e}") from None
-    return parse_stacks(data, str(path))
+    return parse_stacks(resources.read_toml(Path(path)), str(path))
 
 
 def stack_names() -> list[str]:

@@ -8,7 +8,6 @@ import functools
 import glob
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Iterable
 from builder.errors import ToolchainError
@@ -21,9 +20,6 @@ log = logging.getLogger(__name__)
 
 # Directories the dynamic linker always searches, whatever ld.so.conf says.
 TRUSTED_DIRS = ("lib", "lib64", "usr/lib", "usr/lib64")
-
-
-_GFX_TOKEN = re.compile(r"gfx[0-9a-f]+")
 
 
 def resolve_in_root(root: Path, path: str) -> Path:
@@ -192,16 +188,3 @@ def find_data_dir(rule: DataDirRule, library: Path) -> Path:
         f"{rule.name}: none of {', '.join(rule.search)} exists next to {library}; "
         "the runtime root lacks the data package for this library"
     )
-
-
-def gfx_tokens(name: str) -> list[str]:
-    return _GFX_TOKEN.findall(name)
-
-
-def select_target_files(names: Iterable[str], gpu_target: str) -> list[str]:
-    """Names that mention no gfx target, or only `gpu_target` (xnack variants included)."""
-    return sorted(n for n in names if all(t == gpu_target for t in gfx_tokens(n)))
-
-
-def targets_in_names(names: Iterable[str]) -> set[str]:
-    return {t for n in names for t in gfx_tokens(n)}

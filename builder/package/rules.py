@@ -4,12 +4,11 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
-import tomllib
-from importlib import resources
 from pathlib import Path
-from typing import Iterable
-import jsonschema
+from typing import Iterable, Mapping
+from builder.common import resources
 from builder.errors import RecipeError
+from builder.rocm import rocblas
 from builder.rocm.standins import WheelStandinRule
 
 
@@ -18,10 +17,27 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class DlopenRule:
+    """A library opened with dlopen(): runtime.toml's [[dlopen]] is the only list of them.
+
+    build_wheel records the rules in the wheel's _runtime.json ("dlopen"), and
+    `moshi-build verify` applies the wheel's own record (from_json).
+    """
     soname: str
-    needed_by: str | None = None   # fnmatch pattern of the SONAME that opens it
+    needed_by: str | None = None   # fnmatch pattern of the SONAME that opens it (None: always bundled)
     bundle: bool = True
     reason: str = ""
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "DlopenRule":
+        """A rule as _runtime.json records it; ValueError if it is not one."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("soname"), str) or not data["soname"]:
+            raise ValueError(f"not a dlopen rule: {data!r}")
+        needed_by = data.get("needed_by")
+        return cls(data["soname"], needed_by if isinstance(needed_by, str) and needed_by else None,
+                   bool(data.get("bundle", True)), str(data.get("reason") or ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,16 +74,6 @@ class RuntimeSpec:
     def distribution_for(self, gpu_target: str) -> str:
         return self.distribution.format(gpu_target=gpu_target, package=self.package)
 
-    def with_dlopen(self, sonames: Iterable[str]) -> "RuntimeSpec":
-        """Add dlopen'd libraries named elsewhere (recipes' [runtime] dlopen).
-
-        A name that already has a rule keeps it (the rule says who opens it);
-        a new name gets a rule without needed_by: always bundled.
-        """
-        known = {r.soname for r in self.dlopen}
-        extra = tuple(DlopenRule(s, reason="listed by a recipe") for s in dict.fromkeys(sonames) if s not in known)
-        return dataclasses.replace(self, dlopen=self.dlopen + extra) if extra else self
-
     def license_for_package(self, package: str) -> str | None:
         for pattern, expression in self.debian_licenses:
             if fnmatch.fnmatchcase(package, pattern):
@@ -75,67 +81,21 @@ class RuntimeSpec:
         return None
 
 
-_STR = {"type": "string", "minLength": 1}
+def builtin_data_dirs() -> tuple[DataDirRule, ...]:
+    """Data folders the builder knows of itself: rocBLAS's Tensile kernels (resources/rocblas.toml)."""
+    return (DataDirRule(**rocblas.kernel_folder_rule()),)
 
 
-_STRS = {"type": "array", "items": _STR}
-
-
-_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["schema_version", "wheel", "payload", "launcher"],
-    "properties": {
-        "schema_version": {"const": 1},
-        "wheel": {
-            "type": "object", "additionalProperties": False,
-            "required": ["distribution", "package", "summary", "version_format", "bin_dir"],
-            "properties": {
-                "distribution": _STR, "package": {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$"},
-                "summary": _STR, "keywords": _STRS, "version_format": _STR,
-                "bin_dir": _STR, "lib_sdir": {"type": "string", "pattern": "^\\.[A-Za-z0-9_.-]+$"},
-                "strip": {"type": "boolean"}, "trim_device_code": {"type": "boolean"},
-            },
-        },
-        "payload": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"libraries": _STRS, "data": _STRS},
-        },
-        "launcher": {
-            "type": "object", "additionalProperties": False,
-            "properties": {
-                "device_flags": _STRS,
-                "device_aliases": {"type": "array", "items": {
-                    "type": "object", "additionalProperties": False, "required": ["from", "to"],
-                    "properties": {"from": _STR, "to": _STR}}},
-            },
-        },
-        "dlopen": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["soname"],
-            "properties": {"soname": _STR, "needed_by": _STR, "bundle": {"type": "boolean"}, "reason": {"type": "string"}},
-        }},
-        "data_dir": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["name", "needed_by", "search", "into"],
-            "properties": {"name": _STR, "needed_by": _STR, "search": _STRS, "into": _STR,
-                           "select": {"enum": ["gpu_target"]}, "env": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$"}},
-        }},
-        "standin": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False,
-            "required": ["soname", "needed_by", "symbol_prefix", "replaces", "why"],
-            "properties": {"soname": _STR, "needed_by": _STR, "symbol_prefix": _STR, "replaces": _STR,
-                           "why": _STR, "license": _STR},
-        }},
-        "debian_licenses": {"type": "object", "additionalProperties": _STR},
-    },
-}
+def with_builtin_data_dirs(rules: Iterable[DataDirRule]) -> tuple[DataDirRule, ...]:
+    """The built-in data folders, then `rules` (a runtime file's [[data_dir]]); a rule with the
+    name of a built-in one replaces it."""
+    rules = tuple(rules)
+    names = {r.name for r in rules}
+    return tuple(r for r in builtin_data_dirs() if r.name not in names) + rules
 
 
 def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
-    errors = sorted(jsonschema.Draft202012Validator(_SCHEMA).iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        loc = ".".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise RecipeError(f"{where}: {loc}: {e.message}")
+    resources.validate(data, "runtime", where, RecipeError)
     w, p, l = data["wheel"], data["payload"], data["launcher"]
     spec = RuntimeSpec(
         distribution=w["distribution"],
@@ -153,8 +113,8 @@ def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
         device_aliases=tuple((a["from"], a["to"]) for a in l.get("device_aliases", ())),
         dlopen=tuple(DlopenRule(d["soname"], d.get("needed_by"), d.get("bundle", True), d.get("reason", ""))
                      for d in data.get("dlopen", ())),
-        data_dirs=tuple(DataDirRule(d["name"], d["needed_by"], tuple(d["search"]), d["into"],
-                                    d.get("select"), d.get("env")) for d in data.get("data_dir", ())),
+        data_dirs=with_builtin_data_dirs(DataDirRule(d["name"], d["needed_by"], tuple(d["search"]), d["into"],
+                                                     d.get("select"), d.get("env")) for d in data.get("data_dir", ())),
         debian_licenses=tuple(data.get("debian_licenses", {}).items()),
         path=Path(where),
         standins=tuple(WheelStandinRule(**s) for s in data.get("standin", ())),
@@ -168,15 +128,6 @@ def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
 
 
 def load_runtime_spec(path: Path | None = None) -> RuntimeSpec:
-    try:
-        if path is None:
-            text = resources.files("builder.resources").joinpath("runtime.toml").read_text()
-            where = "builder/resources/runtime.toml"
-        else:
-            text, where = Path(path).read_text(), str(path)
-        data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: runtime rules not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path or 'runtime.toml'}: not valid TOML: {e}") from None
-    return parse_runtime_spec(data, where)
+    if path is None:
+        return parse_runtime_spec(resources.load("runtime", error=RecipeError), "builder/resources/runtime.toml")
+    return parse_runtime_spec(resources.read_toml(Path(path), RecipeError), str(path))

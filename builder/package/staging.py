@@ -3,22 +3,22 @@ prefixes, the dlopen'd libraries and data folders (runtime.toml), stand-ins and
 device code trimmed to the target, and the closure auditwheel will graft."""
 
 from __future__ import annotations
-import collections
 import dataclasses
 import fnmatch
 import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 from builder.package import elfinfo
 from builder.package import linkage
 from builder.package import dpkg
+from builder.rocm import rocblas
 from builder.rocm import standins as standins_mod
 from builder.rocm.standins import standin_copyright
+from builder.common.process import check_logged
 from builder.errors import BuildStepError, TargetError, ToolchainError
 from builder.package.linkage import Closure, ExternalLibrary
 from builder.package.rules import RuntimeSpec
@@ -29,7 +29,6 @@ from builder.package.project import SystemPackage, normalized_name
 log = logging.getLogger(__name__)
 
 
-LOG_TAIL_LINES = 40
 
 
 PAYLOAD_MARKER = ".payload.json"
@@ -71,20 +70,6 @@ def find_external_tools(strip: bool) -> Tools:
     return Tools(patchelf, strip_tool)
 
 
-def _run(argv: list[str], log_path: Path, what: str, env: Mapping[str, str] | None = None,
-         cwd: Path | None = None) -> None:
-    with open(log_path, "a") as logf:
-        logf.write(f"\n$ {' '.join(argv)}\n")
-        logf.flush()
-        code = subprocess.call(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env=dict(env) if env is not None else None, cwd=cwd)
-    if code != 0:
-        with open(log_path, errors="replace") as f:
-            tail = "".join(collections.deque(f, maxlen=LOG_TAIL_LINES))
-        raise BuildStepError(f"{what} failed (exit {code}); last {LOG_TAIL_LINES} lines of {log_path}:\n{tail}"
-                             f"full log: {log_path}")
-
-
 @dataclasses.dataclass
 class Payload:
     root: Path                           # laid out like the wheel
@@ -110,8 +95,8 @@ def _copy_file(src: Path, dest: Path, mode: int) -> None:
 def _prepare_elf(path: Path, tools: Tools, log_path: Path) -> None:
     """Strip (before patching: auditwheel's advice) and set RUNPATH to $ORIGIN only."""
     if tools.strip:
-        _run([tools.strip, "--strip-unneeded", str(path)], log_path, f"strip {path.name}")
-    _run([tools.patchelf, "--set-rpath", "$ORIGIN", str(path)], log_path, f"patchelf {path.name}")
+        check_logged([tools.strip, "--strip-unneeded", str(path)], log_path, f"strip {path.name}")
+    check_logged([tools.patchelf, "--set-rpath", "$ORIGIN", str(path)], log_path, f"patchelf {path.name}")
 
 
 def _collect_sources(prefixes: Mapping[str, Path], tools_wanted: Sequence[str], spec: RuntimeSpec
@@ -280,7 +265,7 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         closure.outside_root.update(more.outside_root)
         elf_files.append(dest)
         closure.libraries.pop(rule.soname, None)  # it is a file of the wheel now
-        echo(f"bundled {rule.soname} from {real} for {rule.needed_by or 'the recipes'}")
+        echo(f"bundled {rule.soname} from {real} for {rule.needed_by or 'every wheel'}")
 
     if closure.unresolved:
         raise BuildStepError("libraries not found in the runtime root " f"{runtime_root}: " + "; ".join(
@@ -302,18 +287,18 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         files = sorted(p for p in source.rglob("*") if p.is_file())
         rel = [str(p.relative_to(source)) for p in files]
         keep = set(rel)
-        if rule.select == "gpu_target":
-            available = linkage.targets_in_names(rel)
+        if rule.select == "gpu_target":   # by the gfx names in the file names, as Tensile names them
+            available = rocblas.targets_in_names(rel)
             if gpu_target not in available:
                 raise TargetError(f"{rule.name}: {source} has files for {', '.join(sorted(available))} "
                                   f"but none for {gpu_target}")
-            keep = set(linkage.select_target_files(rel, gpu_target))
+            keep = set(rocblas.select_target_files(rel, gpu_target))
         dest_dir = package_dir / rule.into
         saved = 0
         for p, r in zip(files, rel):
             if r in keep:
                 _copy_file(p, dest_dir / r, 0o644)
-                if spec.trim_device_code and rule.select == "gpu_target" and r.endswith(".co"):
+                if spec.trim_device_code and rule.select == "gpu_target" and rocblas.is_bundle_file(r):
                     from builder.rocm import offload
 
                     result = offload.trim_bundle_file(dest_dir / r, gpu_target)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import email.parser
-import hashlib
 import html
 import os
 import shutil
@@ -25,6 +24,7 @@ from urllib.parse import quote
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
                              parse_sdist_filename, parse_wheel_filename)
 
+from builder.common.files import sha256_file
 from builder.errors import ConfigurationError
 
 # PEP 629: the version of the simple API these pages follow.
@@ -42,14 +42,6 @@ class Distribution:
     @property
     def filename(self) -> str:
         return self.path.name
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _wheel_requires_python(path: Path) -> str | None:
@@ -74,7 +66,7 @@ def read_distribution(path: Path) -> Distribution:
     except zipfile.BadZipFile:
         raise ConfigurationError(f"{path}: not a zip file; rebuild or remove it") from None
     return Distribution(path=path, project=canonicalize_name(name), version=str(version),
-                        sha256=_sha256(path), requires_python=requires_python)
+                        sha256=sha256_file(path), requires_python=requires_python)
 
 
 def scan(wheelhouse: Path) -> list[Distribution]:

@@ -37,14 +37,17 @@ from typing import Iterator
 import zstandard
 from elftools.elf.elffile import ELFFile
 
+from builder.rocm import gfx
+
 MAGIC = b"__CLANG_OFFLOAD_BUNDLE__"
 COMPRESSED_MAGIC = b"CCOB"
 METHOD_ZLIB, METHOD_ZSTD = 0, 1
 # zstd level for the bundles we write: 19 makes rocBLAS's trimmed bundles 5% and ggml-hip's
 # 16% smaller than clang's own level (measured on the 7.2 stack's gfx1100 builds).
 ZSTD_LEVEL = 19
-# gfx1100, gfx90a:xnack-, and the generic ISAs (gfx11-generic, gfx10-3-generic)
-_TARGET = re.compile(r"--(gfx[0-9a-f]+(?:-[0-9]+)*-generic|gfx[0-9a-f]+)")
+# The target after "--" in an entry id: gfx1100, gfx90a:xnack- (features dropped), and the
+# generic ISAs (gfx11-generic, gfx10-3-generic); the names as builder/rocm/gfx.py parses them.
+_TARGET = re.compile(rf"--({gfx.GENERIC}|{gfx.PROCESSOR})(?![0-9a-z])")
 
 
 class BundleFormatError(ValueError):

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import re
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Iterable, Protocol
 
-import jsonschema
 
+from builder.common import resources
 from builder.errors import TargetError
+from builder.rocm import gfx, rocblas
 
-_NAME = re.compile(r"^gfx([0-9]{1,2})([0-9a-f])([0-9a-f])$")
 _SEPARATORS = re.compile(r"[;,\s]+")
 
 
@@ -82,10 +79,10 @@ class TargetRow:
 
 def gfx_version(name: str) -> tuple[int, int, int]:
     """(major, minor, stepping) of a gfx name: gfx90a -> (9, 0, 10), gfx1151 -> (11, 5, 1)."""
-    m = _NAME.match(name)
-    if not m:
+    version = gfx.gfx_version(name)
+    if version is None:
         raise TargetError(f"{name!r} is not a gfx target name (like gfx1100 or gfx90a)")
-    return int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16)
+    return version
 
 
 def sort_key(name: str) -> tuple:
@@ -122,17 +119,9 @@ class TargetTable:
         return list(seen)
 
 
-def _schema() -> dict:
-    return json.loads(resources.files("builder.resources").joinpath("targets.schema.json").read_text())
-
-
 def parse_table(data: dict, where: str) -> TargetTable:
     """Validate a loaded targets TOML document and turn it into a table."""
-    try:
-        jsonschema.validate(data, _schema())
-    except jsonschema.ValidationError as e:
-        loc = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise TargetError(f"{where}: invalid at {loc}: {e.message}") from None
+    resources.validate(data, "targets", where, TargetError)
     targets: list[GpuTarget] = []
     for entry in data["target"]:
         name = entry["name"]
@@ -175,17 +164,12 @@ def load_targets(path: Path | None = None) -> TargetTable:
     """The table from `path`, or the packaged one (cached)."""
     if path is None:
         return _default_table()
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise TargetError(f"cannot read the targets table {path}: {e}") from None
-    return parse_table(data, str(path))
+    return parse_table(resources.read_toml(Path(path), TargetError), str(path))
 
 
 @functools.cache
 def _default_table() -> TargetTable:
-    res = resources.files("builder.resources").joinpath("targets.toml")
-    return parse_table(tomllib.loads(res.read_text()), "builder/resources/targets.toml")
+    return parse_table(resources.load("targets", error=TargetError), "builder/resources/targets.toml")
 
 
 def parse_gpu_targets(text: str) -> list[str]:
@@ -199,7 +183,7 @@ def parse_gpu_targets(text: str) -> list[str]:
         name = part.strip().lower()
         if not name:
             continue
-        if not _NAME.match(name):
+        if not gfx.is_gfx_name(name):
             raise TargetError(
                 f"{part!r} is not a gfx target name (like gfx1100 or gfx90a); "
                 "`moshi-build targets` lists them with example GPUs"
@@ -226,10 +210,6 @@ def targets_in_family(family: str, table: TargetTable | None = None) -> list[str
     if not names:
         raise TargetError(f"unknown GPU family {family!r}; families: {', '.join(table.families())}")
     return sorted_targets(names)
-
-
-def _label(env) -> str:
-    return getattr(env, "rocblas_label", None) or "this environment's rocBLAS"
 
 
 def buildable_targets(env: TargetProvider, table: TargetTable | None = None) -> list[str]:
@@ -263,7 +243,7 @@ def check_targets(targets: list[str], env: TargetProvider, table: TargetTable | 
         if compiler is not None and t not in compiler:
             problems.append(f"{t}: the compiler of this environment cannot generate code for it")
         elif t not in kernels:
-            problems.append(f"{t}: {_label(env)} ships no kernels for it")
+            problems.append(f"{t}: {rocblas.label_of(env)} ships no kernels for it")
         else:
             continue
         hint = table[t].override_hint

@@ -32,14 +32,6 @@ class _Retry(Exception):
     """A failure worth another attempt; the message says what happened."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(
     url: str,
     dest: Path,

@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 from builder.common.cache import Cache, disk_full_as_error, staging_dir
-from builder.sources.download import download, sha256_file
+from builder.common.files import sha256_file
+from builder.sources.download import download
 from builder.errors import ChecksumMismatchError, ConfigurationError, DownloadError, OfflineError
 from builder.sources.extract import extract_archive, source_root
 from builder.sources.patching import apply_patches

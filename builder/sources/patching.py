@@ -36,14 +36,6 @@ class PatchLike(Protocol):
     sha256: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_patch(patch: PatchLike) -> bytes:
     """Return the patch file's bytes after checking them against the pinned sha256."""
     path = Path(patch.path)

@@ -9,15 +9,11 @@ these generically; it has no per-component branches.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Literal, Union
 
-import jsonschema
 
+from builder.common import resources
 from builder.errors import RecipeError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -123,63 +119,21 @@ class Recipe:
     source: Source
     patches: tuple[Patch, ...]
     build: tuple[BuildStep, ...]
-    dlopen: tuple[str, ...]
     path: Path
     description: str = ""
     role: Literal["library", "application"] = "library"
 
 
-@functools.cache
-def _schema() -> dict:
-    text = resources.files("builder.resources").joinpath("recipe.schema.json").read_text()
-    return json.loads(text)
-
-
-def _field_path(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path]
-    return ".".join(parts).replace(".[", "[") or "(top level)"
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    """Turn a schema violation into: field, what is wrong, what was expected."""
-    where = _field_path(error)
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return (
-            f"unknown field {', '.join(repr(e) for e in extra)} in {where}; "
-            f"allowed keys: {', '.join(allowed)}"
-        )
-    if error.validator == "required":
-        return f"{where}: {error.message}"
-    if error.validator == "pattern" and error.schema.get("$ref") is None:
-        return f"{where}: {error.instance!r} does not match {error.schema['pattern']!r}"
-    if error.validator in ("enum", "const"):
-        expected = error.validator_value
-        return f"{where}: {error.instance!r} is not one of {expected!r}"
-    return f"{where}: {error.message}"
-
-
-def _most_specific(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
-    # The deepest error names the field the author actually got wrong.
-    def depth(e: jsonschema.ValidationError) -> int:
-        d = len(e.absolute_path)
-        for sub in e.context or ():
-            d = max(d, len(sub.absolute_path))
-        return d
-
-    error = max(errors, key=depth)
-    while error.context:
-        error = max(error.context, key=lambda e: len(e.absolute_path))
-    return error
+# Top-level fields recipes no longer have, and where what they said lives now.
+_MOVED = {
+    "runtime": "libraries opened with dlopen() are listed only in builder/resources/runtime.toml "
+               "([[dlopen]]: soname, needed_by, bundle, reason); remove [runtime] from the recipe",
+}
 
 
 def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
     """Validate already-parsed TOML data and build the typed recipe."""
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = list(validator.iter_errors(data))
-    if errors:
-        raise RecipeError(f"{path}: {_describe(_most_specific(errors))}")
+    resources.validate(data, "recipe", str(path), RecipeError, moved=_MOVED)
 
     src = data["source"]
     kind = src["kind"]
@@ -237,7 +191,6 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
         source=source,
         patches=patches,
         build=tuple(steps),
-        dlopen=tuple(data.get("runtime", {}).get("dlopen", ())),
         path=path,
         description=data.get("description", ""),
         role=data.get("role", "library"),
@@ -245,13 +198,7 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
 
 
 def load_recipe(path: Path, patches_dir: Path = DEFAULT_PATCHES_DIR) -> Recipe:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML: {e}; fix the syntax") from None
+    data = resources.read_toml(path, RecipeError)
     recipe = parse_recipe(data, path, patches_dir)
     if recipe.name != path.stem:
         raise RecipeError(

@@ -11,53 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.sources import fetch as sources
 from builder.build import steps
-from builder.common.cache import Cache
-from builder.envs import HostSession
 from builder.errors import BuildStepError, RecipeError
-from builder.sources.recipe import all_steps, parse_recipe
+from tests.helpers.steps import project, recipe, run
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "steps"
 CMAKE = shutil.which("cmake")
 pytestmark = pytest.mark.skipif(not CMAKE or not shutil.which("ninja") or not shutil.which("cc"),
                                 reason="needs cmake, ninja and a C compiler (installed by the set-up command)")
-
-
-def recipe(tmp_path, name, fixture, build):
-    data = {
-        "schema_version": 1, "name": name, "version": "1", "license": "MIT", "license_files": [],
-        "source": {"kind": "local", "path": str(FIXTURES / fixture)}, "build": build,
-    }
-    return parse_recipe(data, tmp_path / f"{name}.toml", tmp_path)
-
-
-def project(tmp_path, greeting="hello", message="configured"):
-    return {
-        "greet": recipe(tmp_path, "greet", "hello", [
-            {"step": "greet", "system": "cmake", "options": [f"-DGREETING={greeting}"]},
-            {"step": "greet-gpu", "system": "cmake", "per_target": True, "depends": ["greet"],
-             "options": ["-DTARGET_NAME={gpu_target}"], "install": "collect",
-             "collect": [{"from": "target.txt", "into": "share"}]},
-        ]),
-        "note": recipe(tmp_path, "note", "shell", [
-            {"step": "note", "system": "autotools", "options": [f"--message={message}"]},
-        ]),
-        "app": recipe(tmp_path, "app", "hello", [
-            {"step": "app", "system": "cmake", "depends": ["note"],
-             "options": ["-DGREETING={dep:note}"]},
-        ]),
-    }
-
-
-def run(tmp_path, recipes, targets, **kw):
-    cache = Cache(tmp_path / "cache")
-    opts = sources.FetchOptions(cache=cache, progress=False)
-    trees = {r.name: sources.fetch_source(r, opts) for r in recipes.values()}
-    session = HostSession(None)  # the real host session: only its command wrapping is used
-    ctx = steps.BuildContext(cache=cache, session=session, environment_id="host-test",
-                             base_env=session.base_env(), jobs=2, progress=False, echo=lambda s: None, **kw)
-    return {(r.step, r.target): r for r in steps.build_all(all_steps(recipes), trees, targets, ctx)}
 
 
 def built(results):
@@ -126,7 +86,7 @@ def test_interrupted_build_leaves_no_complete_entry(tmp_path):
     script = f"""
 import os, sys
 sys.path.insert(0, {str(Path(__file__).parents[2])!r})
-from tests.build.test_steps import project, run
+from tests.helpers.steps import project, run
 from pathlib import Path
 run(Path({str(tmp_path)!r}), project(Path({str(tmp_path)!r}), message="slow"), ["gfx1100"])
 """

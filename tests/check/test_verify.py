@@ -3,7 +3,7 @@
 The wheels here are small but real: ELF files compiled with the host's gcc
 (executables and libraries linked the way auditwheel leaves them: grafted
 names, $ORIGIN RPATHs), .hip_fatbin sections holding clang offload bundles in
-the real format (tests/test_offload.py's writer), a rocBLAS kernel folder,
+the real format (tests/helpers/offload.py's writer), a rocBLAS kernel folder,
 licenses and METADATA, packed with zipfile under a manylinux tag.
 """
 
@@ -25,7 +25,7 @@ from builder.check import verify
 from builder.errors import WheelVerificationError
 from builder.rocm.offload import compress_bundle
 from builder.rocm.targets import elf_machs
-from tests.rocm.test_offload import bundle
+from tests.helpers.offload import bundle
 
 ARCH = platform.machine()
 GLIBC = platform.libc_ver()[1]
@@ -203,7 +203,6 @@ def fake_probe_root() -> code_selection.ProbeRoot:
 
 
 def check(tmp_path: Path, content: dict, tag: str = TAG, **kwargs) -> dict[str, verify.CheckResult]:
-    kwargs.setdefault("dlopen", ["libamd_comgr.so.3"])
     kwargs.setdefault("probe_root", fake_probe_root())
     kwargs.setdefault("build_paths", [tmp_path / "build-cache"])
     report = verify.verify_wheel(pack(tmp_path / "wheelhouse", content, tag), **kwargs)
@@ -253,6 +252,51 @@ def test_removed_dlopen_library(tmp_path, elf):
         "the code object manager (and with it libLLVM) at start-up) is not in its RPATH folders "
         f"({LIBS})")
     assert not results["licenses"].ok   # the runtime file still names comgr's package
+
+
+def with_runtime(content: dict, **changes) -> dict:
+    """The wheel with its _runtime.json changed (a key set to None is dropped)."""
+    info = runtime_json()
+    info.update(changes)
+    content[f"{PKG}/_runtime.json"] = json.dumps({k: v for k, v in info.items() if v is not None}).encode()
+    return content
+
+
+COMGR_RULE = {"soname": "libamd_comgr.so.3", "needed_by": "libamdhip64.so.*", "bundle": True,
+              "reason": "the HIP runtime loads the code object manager"}
+
+
+def test_dlopen_rules_come_from_the_wheels_runtime_json(tmp_path, elf):
+    """The wheel records runtime.toml's [[dlopen]] rules it was made with; verify applies those."""
+    results = check(tmp_path / "recorded", with_runtime(members(elf), dlopen=[COMGR_RULE]))
+    assert failing(results) == {}
+    assert results["elf-closure"].line.endswith("dlopen'd: libamd_comgr.so.3")
+    # A rule the wheel recorded (and this runtime.toml does not have) is checked: always bundled without needed_by.
+    extra = {"soname": "libextra.so.1", "needed_by": None, "bundle": True, "reason": "opened by the tools"}
+    results = check(tmp_path / "extra", with_runtime(members(elf), dlopen=[COMGR_RULE, extra]))
+    assert failing(results) == {"elf-closure": "FAIL elf-closure: libextra.so.1 (opened with dlopen: opened by "
+                                               "the tools) is not in the wheel"}
+    # A wheel whose record names no dlopen'd library is not held to this runtime.toml's.
+    content = with_runtime(members(elf), dlopen=[])
+    del content[f"{LIBS}/libamd_comgr.so.3"]
+    results = check(tmp_path / "none", content)
+    assert results["elf-closure"].ok and results["elf-closure"].line.endswith("dlopen'd: none")
+
+
+def test_a_wheel_made_before_the_record_falls_back_to_runtime_toml(tmp_path, elf):
+    """Older wheels' _runtime.json has no "dlopen": the rules of this runtime.toml apply (see test_removed_dlopen_library)."""
+    assert "dlopen" not in runtime_json()
+    content = with_runtime(members(elf), dlopen="libamd_comgr.so.3")   # not a list of rules
+    results = check(tmp_path, content)
+    assert failing(results) == {"elf-closure": "FAIL elf-closure: _runtime.json's dlopen is unreadable (not a list: "
+                                               "'libamd_comgr.so.3'); runtime.toml's rules were used"}
+
+
+def test_verify_takes_no_dlopen_list():
+    import inspect
+
+    assert "dlopen" not in inspect.signature(verify.verify_wheel).parameters
+    assert "dlopen" not in inspect.signature(pipeline.verify_built_wheel).parameters
 
 
 def test_library_outside_the_rpath(tmp_path, elf):
@@ -399,14 +443,12 @@ def test_pipeline_rejects_a_failing_wheel(tmp_path, elf, offload_reader_for_comg
     lines = []
     with pytest.raises(WheelVerificationError, match=r"fails verification \(build-paths: paths of the build "
                                                      r"machine in 1 file: .*rejected") as e:
-        pipeline.verify_built_wheel(path, report, Path("/"), ["libamd_comgr.so.3"], tmp_path / "envs",
-                                    echo=lines.append)
+        pipeline.verify_built_wheel(path, report, Path("/"), tmp_path / "envs", echo=lines.append)
     assert e.value.return_code == 13
     assert not path.exists() and (path.parent / "rejected" / path.name).exists()
     assert any(l.startswith("  FAIL build-paths:") for l in lines)
     good = pack(tmp_path / "wheelhouse", members(elf))
-    pipeline.verify_built_wheel(good, report, Path("/"), ["libamd_comgr.so.3"], tmp_path / "envs",
-                                echo=lines.append)
+    pipeline.verify_built_wheel(good, report, Path("/"), tmp_path / "envs", echo=lines.append)
     assert good.exists()
 
 

@@ -1,17 +1,7 @@
 import struct
 
 from builder.rocm.offload import MAGIC, parse_bundles
-
-
-def bundle(entries: dict[str, bytes]) -> bytes:
-    header = MAGIC + struct.pack("<Q", len(entries))
-    table_len = sum(24 + len(i) for i in entries)
-    offset = len(header) + table_len
-    table, payload = b"", b""
-    for ident, code in entries.items():
-        table += struct.pack("<QQQ", offset + len(payload), len(code), len(ident)) + ident.encode()
-        payload += code
-    return header + table + payload
+from tests.helpers.offload import bundle
 
 
 def test_targets_and_sizes_from_two_bundles():

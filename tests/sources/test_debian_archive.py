@@ -8,7 +8,7 @@ from builder.sources import debian_archive
 from builder.sources import fetch as sources
 from builder.common.cache import Cache
 from builder.errors import ChecksumMismatchError, DownloadError, RecipeError
-from tests.sources.test_fetch import make_tarball, recipe_for
+from tests.helpers.archives import make_tarball, recipe_for
 
 
 def write_apt_sources(root: Path, one_line: str = "", deb822: str = "") -> Path:

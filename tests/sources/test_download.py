@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from builder.sources import download as download_mod
-from builder.sources.download import download, sha256_file
+from builder.common.files import sha256_file
+from builder.sources.download import download
 from builder.errors import ChecksumMismatchError, DiskFullError, DownloadError
 
 DATA = bytes(range(256)) * 800  # 200 KiB, several chunks

@@ -1,34 +1,13 @@
 import hashlib
-import io
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from builder.common.cache import Cache
 from builder.errors import ChecksumMismatchError, ConfigurationError, OfflineError, PatchError
-from builder.sources.recipe import parse_recipe
 from builder.sources import fetch as sources
-
-
-def make_tarball(path: Path, files: dict[str, str], top: str = "demo-1.0") -> str:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"{top}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def recipe_for(tmp_path: Path, source: dict, patches: list[dict] = (), name: str = "demo"):
-    data = {
-        "schema_version": 1, "name": name, "version": "1.0", "license": "MIT",
-        "license_files": ["LICENSE"], "source": source, "patches": list(patches),
-        "build": [{"step": name, "system": "cmake"}],
-    }
-    return parse_recipe(data, tmp_path / f"{name}.toml", tmp_path / "patches")
+from tests.helpers.archives import flip_byte, make_tarball, recipe_for
 
 
 def write_patch(tmp_path: Path, name: str, old: str, new: str, component: str = "demo") -> dict:
@@ -97,12 +76,6 @@ def test_mirror_is_used_before_the_network(tmp_path, served_archive):
     recipe = recipe_for(tmp_path, {"kind": "archive", "url": f"{server.url}/demo-1.0.tar.gz", "sha256": sha})
     tree = sources.fetch_source(recipe, opts(tmp_path, mirrors=(mirror,), offline=True))
     assert tree.origin.startswith("mirror ") and server.requests == []
-
-
-def flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 def test_flipped_byte_in_mirror_fails_naming_file_and_hashes(tmp_path, served_archive):

@@ -82,6 +82,21 @@ def test_misspelled_top_level_field(tmp_path):
         load_recipe(path)
 
 
+def test_runtime_dlopen_is_no_longer_a_recipe_field(tmp_path):
+    """runtime.toml's [[dlopen]] is the only list of dlopen'd libraries: a recipe's [runtime] fails, saying so."""
+    path = write(tmp_path)
+    path.write_text(path.read_text() + '\n[runtime]\ndlopen = ["libamd_comgr.so.3"]\n')
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: unknown field 'runtime': ")
+    assert "builder/resources/runtime.toml" in msg and "[[dlopen]]" in msg
+
+
+def test_project_recipes_have_no_dlopen():
+    assert not any(hasattr(r, "dlopen") for r in load_recipes().values())
+
+
 def test_misspelled_build_field(tmp_path):
     path = write(tmp_path, extra='optoins = ["-DX=1"]')
     with pytest.raises(RecipeError, match=r"'optoins' in build\[0\]; allowed keys: .*options"):

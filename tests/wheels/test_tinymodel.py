@@ -31,6 +31,8 @@ WHEEL_SRC = Path(__file__).resolve().parents[2] / "wheels" / "src"
 sys.path.insert(0, str(WHEEL_SRC))
 from moshi_rocm import tinymodel  # noqa: E402
 
+from tests.helpers.slow import SHARED_CACHE, fetch_options  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tinymodel.ModelFiles:
@@ -226,8 +228,6 @@ def moshi_wheel(tmp_path_factory):
     from builder.envs import DebianEnvironment
     from builder.sources.recipe import load_recipes, select_application
     from builder.sources import fetch as sources
-    from tests.conftest import SHARED_CACHE
-    from tests.test_pipeline import fetch_options
 
     opts = fetch_options()
     opts.overrides = sources.parse_overrides([f"moshi.cpp={source}"])
@@ -239,16 +239,9 @@ def moshi_wheel(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def installed(request, moshi_wheel):
+def installed(moshi_wheel, clean_root):
     """The wheel with its [selftest] extra (numpy) in a venv of the clean root, the tiny model beside it."""
-    try:
-        clean = request.getfixturevalue("clean_root")
-    except pytest.FixtureLookupError:  # until tests/conftest.py provides it
-        from builder.envs.clean import CleanRoot
-        from tests.conftest import SHARED_CACHE
-
-        clean = CleanRoot(SHARED_CACHE / "envs")
-    venv = clean.install([moshi_wheel], f"tinymodel-{os.getpid()}", requirements=("numpy",))
+    venv = clean_root.install([moshi_wheel], f"tinymodel-{os.getpid()}", requirements=("numpy",))
     work = Path("/tmp") / f"tinymodel-{os.getpid()}"
     host = venv.host_path(work)
     shutil.rmtree(host, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""The one loader for the data the builder ships and reads: TOML checked against a JSON schema.
+
+Every resource builder/resources/NAME.toml has NAME.schema.json beside it; a file the
+user points at (--targets, a recipe) is checked against the same schema. A problem is
+one line: the file, where in it, and what is wrong, raised as the caller's error class
+(RecipeError for recipes, ConfigurationError for the rest), so each keeps its exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+import jsonschema
+
+from builder.errors import ConfigurationError, FatalError
+
+PACKAGE = "builder.resources"
+
+
+@functools.cache
+def schema(name: str) -> dict:
+    """builder/resources/NAME.schema.json, parsed."""
+    return json.loads(resources.files(PACKAGE).joinpath(f"{name}.schema.json").read_text())
+
+
+def packaged_text(filename: str) -> str:
+    return resources.files(PACKAGE).joinpath(filename).read_text()
+
+
+def field_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path]
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def describe(error: jsonschema.ValidationError, moved: Mapping[str, str] | None = None) -> str:
+    """A schema violation as: field, what is wrong, what was expected. `moved` names
+    top-level fields a format no longer has, with where what they said lives now."""
+    where = field_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        gone = [moved[e] for e in extra if not error.absolute_path and e in (moved or {})]
+        if gone:
+            return f"unknown field {', '.join(repr(e) for e in extra)}: {'; '.join(gone)}"
+        return f"unknown field {', '.join(repr(e) for e in extra)} in {where}; allowed keys: {', '.join(allowed)}"
+    if error.validator == "pattern" and error.schema.get("$ref") is None:
+        return f"{where}: {error.instance!r} does not match {error.schema['pattern']!r}"
+    if error.validator in ("enum", "const"):
+        return f"{where}: {error.instance!r} is not one of {error.validator_value!r}"
+    return f"{where}: {error.message}"
+
+
+def most_specific(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
+    """The deepest error names the field the author actually got wrong."""
+    def depth(e: jsonschema.ValidationError) -> int:
+        return max([len(e.absolute_path)] + [len(sub.absolute_path) for sub in e.context or ()])
+
+    error = max(errors, key=depth)
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
+
+
+def validate(data: dict, schema_name: str, where: str, error: type[FatalError] = ConfigurationError,
+             moved: Mapping[str, str] | None = None) -> dict:
+    """`data` if it matches NAME.schema.json; else `error` naming the first problem."""
+    problems = list(jsonschema.Draft202012Validator(schema(schema_name)).iter_errors(data))
+    if problems:
+        raise error(f"{where}: {describe(most_specific(problems), moved)}")
+    return data
+
+
+def parse_toml(text: str, where: str, error: type[FatalError] = ConfigurationError) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{where}: not valid TOML: {e}; fix the syntax") from None
+
+
+def read_toml(path: Path, error: type[FatalError] = ConfigurationError) -> dict:
+    """A TOML file the user names: unreadable, not UTF-8 or not TOML is `error`, one line."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a TOML file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read it: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    return parse_toml(text, str(path), error)
+
+
+def load(name: str, path: Path | None = None, error: type[FatalError] = ConfigurationError) -> dict:
+    """resources/NAME.toml (or the file at `path`), validated against NAME.schema.json."""
+    if path is None:
+        where = f"builder/resources/{name}.toml"
+        data = parse_toml(packaged_text(f"{name}.toml"), where, error)
+    else:
+        where = str(path)
+        data = read_toml(Path(path), error)
+    return validate(data, name, where, error)
