@@ -112,7 +112,7 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
 
 
 def environment_compiler(environment: BuildEnvironment):
-    """Stand-ins (builder/standins.py) are compiled by the build environment's gcc: the glibc
+    """Stand-ins (builder/rocm/standins.py) are compiled by the build environment's gcc: the glibc
     they link against is the one the wheel's manylinux tag is computed from."""
     from builder.rocm import standins
     from builder.errors import BuildStepError

@@ -57,7 +57,7 @@ def file_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def clean_root():
-    """A root filesystem with Python and nothing else (builder/environments/clean.py), made once."""
+    """A root filesystem with Python and nothing else (builder/envs/clean.py), made once."""
     if os.geteuid() != 0:
         pytest.skip("the clean root filesystem needs root (mmdebstrap, chroot)")
     from builder.envs.clean import CleanRoot

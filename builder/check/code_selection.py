@@ -3,7 +3,7 @@
 The wheel is unpacked into a root filesystem whose glibc can load its libraries
 (the clean root; the host when it is new enough), every offload bundle of every
 fat binary (.hip_fatbin) and every Tensile code-object file is written out, and
-builder/comgr_probe.py runs there with python3 and the wheel's own
+builder/check/comgr_probe.py runs there with python3 and the wheel's own
 libamd_comgr. It asks comgr what the runtime asks (see comgr_probe.py) for the
 wheel's target and for every other known target. The answer must be, for every
 bundle, a code object whose ELF e_flags name the target (EF_AMDGPU_MACH, the low

@@ -1,0 +1,1 @@
+"""Commands that use built wheels rather than make them (bench)."""

@@ -1,4 +1,4 @@
-"""Build environments: where the compilers run.
+"""Stage 2, environments: where the compilers run (and the clean root wheels are tried in).
 
 One module per kind behind one interface (BuildEnvironment / EnvSession):
 

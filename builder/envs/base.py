@@ -80,6 +80,35 @@ class EnvSession(abc.ABC):
                               text=True, errors="replace", timeout=timeout)
 
 
+class RootHome:
+    """A root filesystem made once and kept in the cache: HOME/root, HOME/info.json once it
+    is complete, a creation lock and .tmp staging folders beside HOME."""
+
+    cache_dir: Path
+
+    @property
+    def home(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def root(self) -> Path:
+        return self.home / "root"
+
+    @property
+    def info_path(self) -> Path:
+        return self.home / "info.json"
+
+    def _lock_path(self) -> Path:
+        return self.cache_dir / f".{self.home.name}.lock"
+
+    def _tmp_dirs(self) -> list[Path]:
+        return sorted(self.cache_dir.glob(f".{self.home.name}.*.tmp"))
+
+    def exists(self) -> bool:
+        """Complete: made, probed and renamed into place."""
+        return self.info_path.is_file() and self.root.is_dir()
+
+
 class BuildEnvironment(abc.ABC):
     """A kind of environment builds run in: the host's ROCm, or a Debian root filesystem."""
 

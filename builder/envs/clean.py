@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from builder.envs import mounts
-from builder.envs.base import load_config
+from builder.envs.base import RootHome, load_config
 from builder.common.files import file_lock
 from builder.envs.debian import _dpkg_architecture, _stderr, _tree_size
 from builder.common.process import failure, run_logged
@@ -107,7 +107,7 @@ class InstalledVenv:
         shutil.rmtree(self.host_path(self.prefix), ignore_errors=True)
 
 
-class CleanRoot:
+class CleanRoot(RootHome):
     """The clean root filesystem (see the module docstring)."""
 
     def __init__(self, cache_dir: Path, check_valid_until: bool = False, *, config: dict | None = None,
@@ -122,20 +122,6 @@ class CleanRoot:
     @property
     def home(self) -> Path:
         return self.cache_dir / f"clean-{self.spec.suite}-{self.spec.key()}"
-
-    @property
-    def root(self) -> Path:
-        return self.home / "root"
-
-    @property
-    def info_path(self) -> Path:
-        return self.home / "info.json"
-
-    def _lock_path(self) -> Path:
-        return self.cache_dir / f".{self.home.name}.lock"
-
-    def exists(self) -> bool:
-        return self.info_path.is_file() and self.root.is_dir()
 
     def info(self) -> dict:
         if not self.exists():

@@ -47,7 +47,7 @@ from packaging.version import Version
 
 from builder.envs import mounts
 from builder.envs.base import (
-    PROBE_VERSION, BuildEnvironment, EnvSession, probe,
+    PROBE_VERSION, BuildEnvironment, EnvSession, RootHome, probe,
 )
 from builder.envs.stacks import (
     STANDIN_RECORD_DIR, InstallStep, RocmStack, StandinStep, check_pins, get_stack, standin_control,
@@ -274,7 +274,7 @@ def _hip_env(info: dict) -> dict[str, str]:
 
 # -- the environment ----------------------------------------------------------
 
-class DebianEnvironment(BuildEnvironment):
+class DebianEnvironment(RootHome, BuildEnvironment):
     name = "debian"
 
     def __init__(self, cache_dir: Path, check_valid_until: bool = False, *,
@@ -298,24 +298,6 @@ class DebianEnvironment(BuildEnvironment):
     @property
     def home(self) -> Path:
         return self.cache_dir / f"debian-rocm{self.stack.name}-{self.spec.base_suite}-{self.key}"
-
-    @property
-    def root(self) -> Path:
-        return self.home / "root"
-
-    @property
-    def info_path(self) -> Path:
-        return self.home / "info.json"
-
-    def _lock_path(self) -> Path:
-        return self.cache_dir / f".{self.home.name}.lock"
-
-    def _tmp_dirs(self) -> list[Path]:
-        return sorted(self.cache_dir.glob(f".{self.home.name}.*.tmp"))
-
-    def exists(self) -> bool:
-        """Complete: made, probed and renamed into place."""
-        return self.info_path.is_file() and self.root.is_dir()
 
     # -- interface --------------------------------------------------------------
     def identity(self) -> str:

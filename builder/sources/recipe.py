@@ -43,7 +43,7 @@ class PypiSource:
 @dataclasses.dataclass(frozen=True)
 class DebianSource:
     """A file of a Debian source package (e.g. its .orig.tar of the upstream release),
-    found in the archives apt is configured with (builder/debian_archive.py)."""
+    found in the archives apt is configured with (builder/sources/debian_archive.py)."""
 
     package: str
     version: str

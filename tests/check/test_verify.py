@@ -25,6 +25,7 @@ from builder.check import verify
 from builder.errors import WheelVerificationError
 from builder.rocm.offload import compress_bundle
 from builder.rocm.targets import elf_machs
+from tests.helpers.elf import gcc   # RPATH $ORIGIN unless told otherwise, as auditwheel leaves them
 from tests.helpers.offload import bundle
 
 ARCH = platform.machine()
@@ -60,22 +61,6 @@ def fatbin_source(targets: dict[str, int], compress: bool = False) -> str:
     data = compress_bundle(bundle(entries), 3, 1) if compress else bundle(entries)
     return ('__attribute__((section(".hip_fatbin"), used, aligned(4096))) '
             f"static const unsigned char fatbin[{len(data)}] = {{{', '.join(map(str, data))}}};\n")
-
-
-def gcc(out: Path, source: str, *, shared: bool = True, soname: str | None = None, rpath: str = "$ORIGIN",
-        libs: tuple[Path, ...] = (), src_path: Path | None = None) -> Path:
-    """Compile and link one ELF file; `libs` are linked by their exact file names."""
-    src = src_path or out.with_name(out.name + ".c")
-    src.parent.mkdir(parents=True, exist_ok=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    src.write_text(source)
-    argv = ["gcc", "-O1", "-fPIC", "-o", str(out), str(src), "-Wl,--disable-new-dtags", f"-Wl,-rpath,{rpath}"]
-    if shared:
-        argv += ["-shared", f"-Wl,-soname,{soname or out.name}"]
-    for lib in libs:
-        argv += [f"-L{lib.parent}", f"-l:{lib.name}"]
-    subprocess.run(argv, check=True, capture_output=True, text=True)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +167,7 @@ def pack(directory: Path, content: dict[str, bytes | Path], tag: str = TAG) -> P
 
 def offload_reader_probe(manifest_argv: list[str]):
     """Stands in for the wheel's comgr in these fast tests (their comgr is a gcc-built dummy):
-    answers each question from builder/offload.py's reading of the bundle. The slow tier asks
+    answers each question from builder/rocm/offload.py's reading of the bundle. The slow tier asks
     the real libamd_comgr of a real wheel (tests/test_pipeline.py)."""
     _, _, manifest_path, result_path = manifest_argv
     manifest = json.loads(Path(manifest_path).read_text())

@@ -85,8 +85,9 @@ class FakeRoot:
         """Compile `soname` (lib<x>.so.<n>) as its real file lib<x>.so.<n>.<minor> in the library folder
         (or `folder`), with the SONAME symlink beside it as a Debian package installs it; returns the symlink."""
         folder = folder or self.libdir
-        real = gcc(folder / f"{soname}.{minor}" if minor else folder / soname, source, soname=soname,
-                   rpath=runpath, runpath=True, libs=libs, link_dirs=link_dirs)
+        out = folder / f"{soname}.{minor}" if minor else folder / soname
+        real = gcc(out, source, soname=soname, rpath=runpath, runpath=True, libs=libs, link_dirs=link_dirs,
+                   src_path=self.path.with_name(self.path.name + "-src") / (out.name + ".c"))
         link = folder / soname
         if real != link:
             link.symlink_to(real.name)

@@ -9,6 +9,7 @@ repair) on a tool and a library compiled here against a fake root filesystem
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,6 +32,8 @@ from builder.package import staging
 from builder.check import reader
 from builder.package import wheel
 from builder.errors import BuildStepError, ConfigurationError, RecipeError
+from tests.helpers.payload import LIBS_DIR, TOOL as TINY_TOOL, TOOL_OUTPUT as TINY_TOOL_OUTPUT
+from tests.helpers.payload import make_tiny_inputs, runtime_spec
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "wheels"
@@ -372,3 +375,94 @@ def test_collect_sources_and_find_tools(tmp_path):
     assert list(data) == ["my-config.json"]
     with pytest.raises(BuildStepError, match="'missing-tool' is in none"):
         staging._collect_sources({"app": app}, ["missing-tool"], spec)
+
+
+# --------------------------------------------------------------------------- build_wheel, end to end
+
+@pytest.fixture(scope="module")
+def tiny_wheel(tmp_path_factory):
+    """build_wheel on tests/helpers/payload.py's inputs: staging, scikit-build-core, auditwheel repair (~2 s)."""
+    if shutil.which("gcc") is None or shutil.which("strip") is None:
+        pytest.skip("needs gcc and strip")
+    d = tmp_path_factory.mktemp("tiny-wheel")
+    tiny = make_tiny_inputs(d)
+    lines: list[str] = []
+    path = wheel.build_wheel(
+        target="gfx1100", prefixes=tiny.prefixes, tools=[TINY_TOOL], runtime_root=tiny.root.path,
+        components=[("tiny", "1.0", "MIT", [tiny.license])], out_dir=d / "wheelhouse", version="1.0",
+        build_number=2, spec=runtime_spec(), build_info={"stack": "test"}, echo=lines.append)
+    return path, tiny, lines
+
+
+def test_build_wheel_makes_a_repaired_wheel_of_the_payload(tiny_wheel):
+    path, tiny, lines = tiny_wheel
+    dist = "tiny_rocm_gfx1100-1.0.post2"
+    assert path.name.startswith(f"{dist}-py3-none-manylinux_") and path.name.endswith(".whl")
+    assert sorted(path.parent.iterdir()) == [path, path.with_name(f"{dist}.log")]   # work folder removed
+    report = reader.inspect_wheel(path)
+    assert report.tags and all(t.startswith("py3-none-manylinux_") for t in report.tags), report.tags
+
+    # auditwheel grafted the closure under names carrying their sha256, next to the dlopen'd plugin
+    def grafted(real: Path) -> str:
+        return wheel.grafted_name(real.name, hashlib.sha256(real.read_bytes()).hexdigest()[:8])
+
+    libdir = tiny.root.libdir
+    libs = {grafted(libdir / n) for n in ("libfoo.so.1.0.0", "libbar.so.2.0.0", "libqux.so.0.0.0")}
+    template = {f"moshi_rocm/{p.relative_to(TEMPLATE_SRC / 'moshi_rocm')}"
+                for p in (TEMPLATE_SRC / "moshi_rocm").rglob("*.py")}
+    licenses = {f"{dist}.dist-info/licenses/LICENSES/{f}" for f in (
+        "tiny/LICENSE", "system/libbar2/copyright", "system/libfoo1/copyright", "system/libqux0/copyright")}
+    assert set(report.files) == template | licenses | {f"{LIBS_DIR}/{n}" for n in libs} | {
+        "moshi_rocm/_runtime.json", f"moshi_rocm/bin/{TINY_TOOL}", "moshi_rocm/bin/libtiny-core.so.1",
+        "moshi_rocm/bin/tiny-config.json", "moshi_rocm/foo/data/common.dat", "moshi_rocm/foo/data/kern_gfx1100.dat",
+        f"{LIBS_DIR}/libfoo-plugin.so.1",
+        *(f"{dist}.dist-info/{f}" for f in ("METADATA", "WHEEL", "entry_points.txt", "RECORD"))}
+    assert report.modes[f"moshi_rocm/bin/{TINY_TOOL}"] & 0o111
+    tool = report.elf[f"moshi_rocm/bin/{TINY_TOOL}"]
+    assert tool.runpath == ("$ORIGIN", f"$ORIGIN/../../{LIBS_DIR}")
+    assert set(tool.needed) >= {"libtiny-core.so.1", grafted(libdir / "libfoo.so.1.0.0")}
+    for member, facts in report.elf.items():
+        assert all(r.startswith("$ORIGIN") for r in facts.runpath), (member, facts.runpath)
+        assert not facts.debug, member
+
+    zf = zipfile.ZipFile(path)
+    info = json.loads(zf.read("moshi_rocm/_runtime.json"))
+    assert {k: info[k] for k in ("distribution", "version", "gpu_target", "package", "tools", "entry_points",
+                                 "bin_dir", "library_dirs", "env", "components", "build")} == {
+        "distribution": "tiny-rocm-gfx1100", "version": "1.0.post2", "gpu_target": "gfx1100",
+        "package": "moshi_rocm", "tools": [TINY_TOOL], "entry_points": {"tiny_tool": TINY_TOOL}, "bin_dir": "bin",
+        "library_dirs": ["bin", f"../{LIBS_DIR}"], "env": {"FOO_DATA": "foo/data"},
+        "components": [{"name": "tiny", "version": "1.0", "license": "MIT"}], "build": {"stack": "test"}}
+    assert [(p["package"], p["license"], p["libraries"]) for p in info["system_packages"]] == [
+        ("libbar2", "LicenseRef-Debian-libbar2", ["libbar.so.2"]),
+        ("libfoo1", "MIT", ["libfoo-plugin.so.1", "libfoo.so.1"]),
+        ("libqux0", "BSD-3-Clause", ["libqux.so.0"])]
+    assert [r["soname"] for r in info["dlopen"]] == ["libfoo-plugin.so.1", "libnever.so.1"]
+    meta = zf.read(f"{dist}.dist-info/METADATA").decode()
+    assert "Name: tiny-rocm-gfx1100\n" in meta and "Version: 1.0.post2\n" in meta
+    expression = next(l for l in meta.splitlines() if l.startswith("License-Expression: "))
+    assert set(expression.split(": ", 1)[1].split(" AND ")) == {"MIT", "BSD-3-Clause", "LicenseRef-Debian-libbar2"}
+    assert "tiny-tool = moshi_rocm.tools:tiny_tool" in zf.read(f"{dist}.dist-info/entry_points.txt").decode()
+    assert zf.read(f"{dist}.dist-info/licenses/LICENSES/system/libfoo1/copyright").decode().startswith("Copyright: foo")
+    assert any("no SPDX license known for libbar2" in l for l in lines)
+
+
+def test_the_tool_runs_from_the_unpacked_wheel_alone(tiny_wheel, tmp_path):
+    """Grafted libraries, our library and the dlopen'd plugin all load from the wheel: the
+    step prefix and the runtime root are moved away first."""
+    path, tiny, _ = tiny_wheel
+    site = tmp_path / "site"
+    with zipfile.ZipFile(path) as zf:
+        for member in zf.infolist():
+            zf.extract(member, site)
+            if member.external_attr >> 16 & 0o111:
+                (site / member.filename).chmod(0o755)
+    hidden = [p.rename(p.with_name(p.name + "-hidden")) for p in (tiny.prefix, tiny.root.path)]
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+        r = subprocess.run([site / "moshi_rocm" / "bin" / TINY_TOOL], capture_output=True, text=True, env=env,
+                           timeout=30)
+    finally:
+        for p, original in zip(hidden, (tiny.prefix, tiny.root.path)):
+            p.rename(original)
+    assert (r.returncode, r.stdout, r.stderr) == (0, TINY_TOOL_OUTPUT, "")

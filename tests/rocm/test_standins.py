@@ -1,4 +1,4 @@
-"""Wheel-time stand-ins (builder/standins.py): made from the consumer's own imports, abort when called."""
+"""Wheel-time stand-ins (builder/rocm/standins.py): made from the consumer's own imports, abort when called."""
 
 import shutil
 import subprocess
