@@ -199,8 +199,14 @@ def size_report_cmd(wheels, top):
               help="The build's cache root: no file may mention it (default: the user's cache directory).")
 @click.option("--build-path", "build_paths", multiple=True, type=click.Path(path_type=Path),
               help="Another directory of the build machine no file may mention (repeatable).")
-def verify_cmd(wheels, as_json, cache_dir, build_paths):
-    """Check built wheels without installing them (one line per check; exit 1 on any failure)."""
+@click.option("--base", "base", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The base wheel (moshi-rocm) to check target wheels with (default: the one of their "
+                   "version beside them).")
+def verify_cmd(wheels, as_json, cache_dir, build_paths, base):
+    """Check built wheels without installing them (one line per check; exit 1 on any failure).
+
+    A target wheel (moshi-rocm-<gfx>) is checked together with its base wheel moshi-rocm of the
+    same version: the one beside it, or --base."""
     import json
 
     from builder.check import code_selection
@@ -217,10 +223,10 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths):
         return made[needed]
     reports = []
     for path in wheels:
-        report = verify.verify_wheel(path, build_paths=dirs, probe_root=probe_root)
+        report = verify.verify_wheel(path, build_paths=dirs, probe_root=probe_root, base=base)
         reports.append(report)
         if not as_json:
-            click.echo(f"{path.name} ({report.gpu_target or 'unknown target'}, {report.seconds:.1f} s)")
+            click.echo(f"{path.name} ({report.label}, {report.seconds:.1f} s)")
             for line in report.lines():
                 click.echo(f"  {line}")
     if as_json:

@@ -74,7 +74,8 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
 def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
                 environment: BuildEnvironment, out_dir: Path, build_number: int = 0,
                 envs_dir: Path | None = None, echo=print) -> list[Path]:
-    """One repaired wheel per gfx target from the staged prefixes of a build."""
+    """The base wheel and one wheel per gfx target (docs/WHEEL-PAIR.md), repaired and verified,
+    from the staged prefixes of a build; the base wheel's path comes first."""
     from builder.package import project
     from builder.package import staging
     from builder.package import wheel  # heavy imports only when wheels are made
@@ -95,18 +96,24 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
         "rocblas_kernel_targets": sorted(environment.rocblas_kernel_targets()),
         "standins": env_info.get("standins", []),
     }
-    paths = []
+    # One base wheel for every target, then a thin wheel per target (docs/WHEEL-PAIR.md).
+    per_target = {s.step for r in recipes.values() for s in r.build if s.per_target}
+    base_prefixes = {r.step: r.prefix for r in report.results if r.target is None}
+    tools = staging.find_tools(next(base_prefixes[s.step] for s in app.build))
+    in_base = [c for r, c in zip(recipes.values(), components) if any(not s.per_target for s in r.build)]
+    in_targets = [c for r, c in zip(recipes.values(), components) if any(s.per_target for s in r.build)]
+    common = dict(runtime_root=runtime_root, out_dir=out_dir, version=app.version, build_number=build_number,
+                  build_info=build_info, echo=echo, compile_library=environment_compiler(environment))
+    base = wheel.build_wheel(kind="base", target=None, prefixes=base_prefixes, tools=tools, components=in_base,
+                             **common)
+    verify_built_wheel(base, report, runtime_root, envs_dir, echo)
+    paths = [base]
+    provides = wheel.provided_by(base)
     for target in gpu_targets:
-        prefixes = {r.step: r.prefix for r in report.results if r.target in (None, target)}
-        app_prefix = next(prefixes[s.step] for s in app.build)
-        tools = staging.find_tools(app_prefix)
-        path = wheel.build_wheel(
-            target=target, prefixes=prefixes, tools=tools, runtime_root=runtime_root,
-            components=components, out_dir=out_dir, version=app.version,
-            build_number=build_number, build_info=build_info, echo=echo,
-            compile_library=environment_compiler(environment),
-        )
-        verify_built_wheel(path, report, runtime_root, envs_dir, echo)
+        prefixes = {r.step: r.prefix for r in report.results if r.target == target and r.step in per_target}
+        path = wheel.build_wheel(kind="target", target=target, prefixes=prefixes, tools=[], components=in_targets,
+                                 provides=provides, **common)
+        verify_built_wheel(path, report, runtime_root, envs_dir, echo, base=base)
         paths.append(path)
     return paths
 
@@ -127,14 +134,15 @@ def environment_compiler(environment: BuildEnvironment):
 
 
 def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, envs_dir: Path,
-                       echo=print) -> None:
+                       echo=print, base: Path | None = None) -> None:
     """`moshi-build verify` on a fresh wheel; a failing one moves to OUT/rejected/ and the run ends."""
     from builder.check import code_selection
     from builder.check import verify
     from builder.errors import WheelVerificationError
 
     result = verify.verify_wheel(path, build_paths=verify.build_dirs_of(report, runtime_root),
-                                 probe_root=lambda needed: code_selection.default_probe_root(needed, envs_dir, echo))
+                                 probe_root=lambda needed: code_selection.default_probe_root(needed, envs_dir, echo),
+                                 **({"base": base} if base is not None else {}))
     for line in result.lines():
         echo(f"  {line}")
     echo(f"verified {path.name} in {result.seconds:.0f} s")

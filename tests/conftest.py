@@ -84,19 +84,34 @@ def built(environment):
 
 
 @pytest.fixture(scope="session")
-def testapp_wheel(built, environment, tmp_path_factory):
-    """The test application's gfx1100 wheel, made by the pipeline."""
+def testapp_wheels(built, environment, tmp_path_factory):
+    """The test application's base wheel and its gfx1100 wheel, made by the pipeline."""
     recipes, report = built
     tmp = tmp_path_factory.mktemp("testapp-wheel")
-    (path,) = pipeline.make_wheels(recipes, report, ["gfx1100"], environment, tmp / "wheelhouse", echo=print)
-    print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
-    return path
+    base, target = pipeline.make_wheels(recipes, report, ["gfx1100"], environment, tmp / "wheelhouse", echo=print)
+    for path in (base, target):
+        print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
+    return base, target
 
 
 @pytest.fixture(scope="session")
-def installed_testapp_wheel(testapp_wheel, clean_root, tmp_path_factory):
-    """That wheel installed with pip into a fresh venv of the clean root (no ROCm, compiler, FFmpeg, SDL2)."""
-    venv = clean_root.install([testapp_wheel], "testapp-gfx1100")
+def testapp_wheel(testapp_wheels):
+    """The gfx1100 target wheel (its base beside it in the same folder)."""
+    return testapp_wheels[1]
+
+
+@pytest.fixture(scope="session")
+def testapp_base_wheel(testapp_wheels):
+    return testapp_wheels[0]
+
+
+@pytest.fixture(scope="session")
+def installed_testapp_wheel(testapp_wheels, clean_root, tmp_path_factory):
+    """The gfx1100 wheel installed by name from a local folder holding both wheels (pip finds the
+    base it requires), into a fresh venv of the clean root (no ROCm, compiler, FFmpeg, SDL2)."""
+    testapp_wheel = testapp_wheels[1]
+    name = testapp_wheel.name.split("-")[0].replace("_", "-")
+    venv = clean_root.install(testapp_wheels, "testapp-gfx1100", by_name=[name])
     tmp = tmp_path_factory.mktemp("testapp-data")
     inner = Path("/tmp") / f"moshi-wheel-test-{os.getpid()}"
     data = clean_root.host_path(inner)

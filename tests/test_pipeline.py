@@ -159,8 +159,9 @@ def test_testapp_wheel_passes_verify(testapp_wheel, built, environment, clean_ro
                                  probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
     print("\n".join(result.lines()), f"\n{result.seconds:.1f} s")
     assert result.ok, "\n".join(c.line for c in result.failures)
-    assert [c.name for c in result.checks] == ["runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
-                                               "code-selection", "standins", "build-paths", "licenses", "manylinux"]
+    assert [c.name for c in result.checks] == ["base-wheel", "runtime-info", "elf-closure", "rpath", "backends",
+                                               "gpu-code", "kernels", "code-selection", "standins", "build-paths",
+                                               "licenses", "manylinux"]
     checks = {c.name: c for c in result.checks}
     # The ROCm 7.2 stack's stand-in for rocSOLVER is in the wheel, and only hipBLAS links it.
     assert "librocsolver.so.0 stands in for rocSOLVER 7.2.4" in checks["standins"].summary
@@ -169,6 +170,37 @@ def test_testapp_wheel_passes_verify(testapp_wheel, built, environment, clean_ro
     (tag,) = {t for t in wheel_tags(testapp_wheel)}
     major, minor = map(int, tag.split("_")[1:3])
     assert (major, minor) <= (2, 39), tag
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_testapp_base_wheel_passes_verify_alone(testapp_base_wheel, built, environment, clean_root):
+    from builder.check import code_selection
+    from builder.check import verify
+
+    recipes, report = built
+    result = verify.verify_wheel(testapp_base_wheel, build_paths=verify.build_dirs_of(report, environment.root),
+                                 probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
+    print("\n".join(result.lines()))
+    assert result.ok, "\n".join(c.line for c in result.failures)
+    checks = {c.name: c for c in result.checks}
+    assert "libz3.so.4 stands in for Z3" in checks["standins"].summary
+    assert "not applicable" in checks["gpu-code"].summary
+    (tag,) = {t for t in wheel_tags(testapp_base_wheel)}
+    assert tuple(map(int, tag.split("_")[1:3])) <= (2, 39), tag
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_a_target_wheel_without_its_base_fails_verify(testapp_wheel, tmp_path):
+    from builder.check import verify
+
+    alone = tmp_path / testapp_wheel.name
+    shutil.copy(testapp_wheel, alone)
+    result = verify.verify_wheel(alone)
+    assert not result.ok
+    assert [c.name for c in result.failures] == ["base-wheel"]
+    assert "is a target wheel: verify it with its base wheel moshi-rocm==" in result.failures[0].problems[0]
 
 
 def wheel_tags(path: Path) -> list[str]:
@@ -192,7 +224,8 @@ def rewrite_member(wheel_path: Path, out: Path, member_suffix: str, change) -> P
 
 @pytest.mark.slow
 @pytest.mark.timeout(4800)
-def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, clean_root, tmp_path):
+def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, testapp_base_wheel, clean_root,
+                                                                 tmp_path):
     """Sabotage: libggml-hip.so's first bundle loses its gfx1100 entry. The wheel's own comgr, asked
     what the HIP runtime asks, finds no code object there: verify fails."""
     from elftools.elf.elffile import ELFFile
@@ -215,8 +248,9 @@ def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, 
         fat[first.start:first.start + first.extent] = packed + bytes(first.extent - len(packed))
         return data[:base] + bytes(fat) + data[base + size:]
 
-    broken = rewrite_member(testapp_wheel, tmp_path / testapp_wheel.name, "/bin/libggml-hip.so", drop_target)
-    result = verify.verify_wheel(broken, probe_root=code_selection.ProbeRoot.of_clean_root(clean_root))
+    broken = rewrite_member(testapp_wheel, tmp_path / testapp_wheel.name, "/libggml-hip.so", drop_target)
+    result = verify.verify_wheel(broken, probe_root=code_selection.ProbeRoot.of_clean_root(clean_root),
+                                 base=testapp_base_wheel)
     checks = {c.name: c for c in result.checks}
     print(checks["code-selection"].line)
     assert not checks["code-selection"].ok
@@ -225,17 +259,23 @@ def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_testapp_wheel_holds_one_targets_code(installed_testapp_wheel):
+def test_testapp_wheels_split_the_code_between_base_and_target(testapp_wheels):
     from builder.check import reader
     from builder.rocm import gfx
 
-    path = installed_testapp_wheel[0]
-    info = reader.inspect_wheel(path)
-    assert all(t.startswith("py3-none-manylinux_") for t in info.tags), info.tags
-    kernels = [m for m in info.files if "/rocblas/library/" in m]
+    base, target = (reader.inspect_wheel(p) for p in testapp_wheels)
+    for info in (base, target):
+        assert all(t.startswith("py3-none-manylinux_") for t in info.tags), info.tags
+    kernels = [m for m in target.files if "/rocblas/library/" in m]
     assert kernels and {t for m in kernels for t in gfx.gfx_names_in(Path(m).name)} == {"gfx1100"}
-    assert any(m.endswith("libggml-hip.so") for m in info.files)
-    assert sum(m.endswith(".so") and "libggml-cpu-" in m for m in info.files) >= 10
+    assert "moshi_rocm_gfx1100/libggml-hip.so" in target.files
+    assert all(m.startswith(("moshi_rocm_gfx1100/", "moshi_rocm_gfx1100.libs/", "moshi_rocm_gfx1100-"))
+               for m in target.files)
+    assert sum(m.endswith(".so") and "libggml-cpu-" in m for m in base.files) >= 10
+    assert not any("rocblas" in m or "libggml-hip" in m for m in base.files)
+    assert "moshi_rocm/bin/libamdhip64.so.7" in base.files      # the shared runtime, under its SONAME
+    # what PyPI takes: every file at most 100 MB
+    assert base.size < 100e6 and target.size < 100e6, (base.size, target.size)
 
 
 @pytest.mark.slow
@@ -249,6 +289,35 @@ def test_testapp_checks_pass_from_the_installed_wheel(installed_testapp_wheel, c
     r = run([bindir / "moshi-testapp", *argv], cwd="/")
     print(r.stdout, r.stderr)
     assert r.returncode == 0 and "PASS" in r.stdout and "FAIL" not in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_the_launcher_loads_the_target_wheels_backend(installed_testapp_wheel):
+    """Installed by name, the target wheel brought its base; the tools (the base's console scripts)
+    load the target's libggml-hip.so through GGML_BACKEND_PATH. No GPU here: ROCm has no device."""
+    _, bindir, run, _, venv = installed_testapp_wheel
+    r = run([bindir / "moshi-testapp", "devices"], cwd="/")
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0 and "PASS devices" in r.stdout and "ROCm" in r.stdout, r.stdout + r.stderr
+    info = run([bindir / "moshi-rocm", "info"], cwd="/")
+    assert "moshi-rocm-gfx1100" in info.stdout, info.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_the_base_wheel_alone_runs_the_tools_on_the_cpu(testapp_base_wheel, clean_root):
+    venv = clean_root.install([testapp_base_wheel], "testapp-base-only")
+    try:
+        for check in ("devices", "matmul"):
+            r = venv.run([venv.bindir / "moshi-testapp", check], cwd="/")
+            print(r.stdout, r.stderr)
+            assert r.returncode == 0 and f"PASS {check}" in r.stdout and "FAIL" not in r.stdout, r.stdout + r.stderr
+        assert "ROCm" not in venv.run([venv.bindir / "moshi-testapp", "devices"], cwd="/").stdout
+        report, bad = ldd_outside_package(venv, testapp_base_wheel)
+        assert len(report) > 20 and not bad, bad[:20]
+    finally:
+        venv.remove()
 
 
 @pytest.mark.slow
@@ -296,8 +365,9 @@ def ldd_outside_package(venv, wheel_path: Path) -> tuple[dict, list]:
     from builder.check import verify
 
     site = venv.site_packages()
-    tops = [str(p) for p in (site / "moshi_rocm", *(Path("/") / q.relative_to(venv.clean_root.root)
-                                                      for q in venv.host_path(site).glob("*.libs")))]
+    # the base's package and .libs, and every target wheel's folder and .libs
+    tops = [str(Path("/") / q.relative_to(venv.clean_root.root)) for q in venv.host_path(site).glob("moshi_rocm*")
+            if q.is_dir() and not q.name.endswith(".dist-info")]
     r = venv.run(["python", "-c", LDD_SCRIPT, *tops], timeout=600)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -353,15 +423,16 @@ SABOTAGES = {
 @pytest.mark.slow
 @pytest.mark.timeout(4800)
 @pytest.mark.parametrize("sabotage", sorted(SABOTAGES))
-def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, testapp_wheel, built, environment,
-                                                                      clean_root, tmp_path):
-    """Break the bundling on purpose: verify names the breakage, and the application fails in the clean root."""
+def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, testapp_base_wheel, built,
+                                                                      environment, clean_root, tmp_path):
+    """Break the base wheel's bundling on purpose: verify names the breakage, and the application
+    fails in the clean root."""
     from builder.check import code_selection
     from builder.check import verify
 
     pattern, check, app_check = SABOTAGES[sabotage]
-    broken = tmp_path / testapp_wheel.name
-    dropped = wheel_without(testapp_wheel, broken, re.compile(pattern))
+    broken = tmp_path / testapp_base_wheel.name
+    dropped = wheel_without(testapp_base_wheel, broken, re.compile(pattern))
     assert dropped, f"the sabotage {sabotage} removed nothing: {pattern}"
     print(f"{sabotage}: removed {len(dropped)} files, e.g. {dropped[0]}")
 

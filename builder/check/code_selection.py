@@ -7,11 +7,14 @@ builder/check/comgr_probe.py runs there with python3 and the wheel's own
 libamd_comgr. It asks comgr what the runtime asks (see comgr_probe.py) for the
 wheel's target and for every other known target. The answer must be, for every
 bundle, a code object whose ELF e_flags name the target (EF_AMDGPU_MACH, the low
-byte, from targets.toml) and nothing for any other target.
+byte, from targets.toml) and nothing for any other target. A target wheel
+carries the bundles and its base wheel the comgr (docs/WHEEL-PAIR.md): both are
+unpacked side by side, as pip installs them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -134,12 +137,20 @@ def judge(refs: list[BundleRef], answers: list[dict], plain_elf: dict[str, int],
 
 
 def check_wheel(wheel: Path, *, target: str, machs: dict[str, int], comgr_member: str | None,
-                fatbin_members: Iterable[str], kernel_folder: str | None, probe_root: ProbeRoot) -> Selection:
-    """Unpack the wheel under the probe root, ask its comgr, judge the answers."""
+                fatbin_members: Iterable[str], kernel_folder: str | None, probe_root: ProbeRoot,
+                comgr_wheel: Path | None = None, comgr_closure: Iterable[str] | None = None) -> Selection:
+    """Unpack the wheel under the probe root, ask its comgr, judge the answers.
+
+    comgr_wheel:   the wheel comgr_member is in, when it is not `wheel` (a target wheel's
+                   bundles are asked about with its base wheel's comgr, docs/WHEEL-PAIR.md)
+    comgr_closure: the members of that wheel comgr needs to load (comgr and its libraries);
+                   by default everything in comgr's folder (a self-contained wheel grafts them there)
+    """
     fatbin_members = sorted(fatbin_members)
     if target not in machs:
         return Selection(0, 0, [f"no EF_AMDGPU_MACH is known for {target} (targets.toml elf_mach)"])
-    with zipfile.ZipFile(wheel) as zf:
+    with zipfile.ZipFile(wheel) as zf, \
+            (zipfile.ZipFile(comgr_wheel) if comgr_wheel is not None else contextlib.nullcontext(zf)) as comgr_zf:
         names = zf.namelist()
         code_files = [m for m in names if _is_code_object_file(m, kernel_folder)]
         if not fatbin_members and not code_files:
@@ -152,11 +163,17 @@ def check_wheel(wheel: Path, *, target: str, machs: dict[str, int], comgr_member
         try:
             unpacked = work / "wheel"
             wanted = set(fatbin_members) | set(code_files)
-            # comgr and everything beside it (its grafted libLLVM, z3, ...) plus the members to read.
+            # The members to read, then comgr and what it loads (everything beside it: its grafted
+            # libLLVM, z3, ...; or comgr_closure) from the wheel holding it.
             comgr_dir = posixpath.dirname(comgr_member) + "/"
+            closure = None if comgr_closure is None else set(comgr_closure) | {comgr_member}
             for name in names:
-                if name in wanted or name.startswith(comgr_dir):
+                if name in wanted:
                     zf.extract(name, unpacked)
+            for name in comgr_zf.namelist():
+                if (name in closure if closure is not None else name.startswith(comgr_dir)) \
+                        and (comgr_zf is not zf or name not in wanted):
+                    comgr_zf.extract(name, unpacked)
             try:
                 refs, plain_elf = write_bundles(unpacked, wanted, kernel_folder, work / "bundles")
             except offload.BundleFormatError as e:

@@ -28,6 +28,21 @@ member, and the paths of the build machine any member mentions. Then:
                 symbol versions (and the libraries left to the system) call for
 
 Each check returns a CheckResult; verify_wheel() returns them all.
+
+Three kinds of wheel (docs/WHEEL-PAIR.md):
+
+  self-contained  <package>/_runtime.json names a gpu_target: every check above
+  base            moshi_rocm/_runtime.json has "kind": "base": checked on its own;
+                  its backends are the CPU variants only, and gpu-code, kernels and
+                  code-selection do not apply (it carries no GPU code); elf-closure
+                  also finds every SONAME it "provides" in its bin/
+  target          <folder>/_target.json has "kind": "target": checked together with
+                  the base wheel of its version (beside it, or given: base=...), or it
+                  fails the base-wheel check and nothing else is checked. Its DT_NEEDED
+                  resolve inside it or, through a RUNPATH entry naming the base's
+                  moshi_rocm/bin, to a SONAME the base provides; code-selection asks
+                  the base wheel's comgr about the target wheel's bundles; standins
+                  looks at both wheels; the other checks look at the target wheel alone
 """
 
 from __future__ import annotations
@@ -44,7 +59,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from elftools.elf.elffile import ELFFile
-from packaging.utils import parse_wheel_filename
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from builder.check.reader import WheelReport, built_name, inspect_wheel
 from builder.package import rules
@@ -89,6 +106,18 @@ class VerifyReport:
     gpu_target: str | None
     checks: list[CheckResult]
     seconds: float
+    kind: str = "wheel"                   # "wheel" (self-contained), "base" or "target"
+    base: dict | None = None              # a target wheel's base: {"wheel": file name, "version": V}
+
+    @property
+    def label(self) -> str:
+        """What the wheel is, for the line naming it."""
+        if self.kind == "base":
+            return "base wheel"
+        if self.kind == "target":
+            with_base = f"with {self.base['wheel']}" if self.base else "no base wheel"
+            return f"{self.gpu_target or 'unknown target'}, {with_base}"
+        return self.gpu_target or "unknown target"
 
     @property
     def ok(self) -> bool:
@@ -102,8 +131,13 @@ class VerifyReport:
         return [c.line for c in self.checks]
 
     def to_json(self) -> dict:
-        return {"wheel": str(self.wheel), "gpu_target": self.gpu_target, "ok": self.ok,
-                "seconds": round(self.seconds, 2), "checks": [c.to_json() for c in self.checks]}
+        doc = {"wheel": str(self.wheel), "gpu_target": self.gpu_target, "ok": self.ok,
+               "seconds": round(self.seconds, 2), "checks": [c.to_json() for c in self.checks]}
+        if self.kind != "wheel":
+            doc["kind"] = self.kind
+        if self.kind == "target":
+            doc["base"] = self.base
+        return doc
 
 
 def _result(name: str, problems: list[str], passed: str) -> CheckResult:
@@ -260,7 +294,7 @@ class WheelContents:
 
 
 def _is_text_wanted(member: str) -> bool:
-    return member.endswith(("/_runtime.json", ".dist-info/METADATA"))
+    return member.endswith(("/_runtime.json", "/_target.json", ".dist-info/METADATA"))
 
 
 def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
@@ -393,6 +427,155 @@ def highest_versions(versions: Iterable[str]) -> dict[str, str]:
     return best
 
 
+# --------------------------------------------------------------------------- the pair
+
+def folder_of(distribution: str) -> str:
+    """The normalized distribution name: the import folder and the wheel file's name prefix."""
+    return canonicalize_name(distribution).replace("-", "_")
+
+
+def _version(text) -> Version | str:
+    try:
+        return Version(str(text))
+    except InvalidVersion:
+        return str(text)
+
+
+def _same_version(a, b) -> bool:
+    return a is not None and b is not None and _version(a) == _version(b)
+
+
+@dataclasses.dataclass
+class BaseWheel:
+    """The base wheel a target wheel is checked with."""
+    path: Path
+    contents: WheelContents
+    info: dict
+    info_member: str
+    how: str                              # "beside it" or "given"
+
+    @property
+    def distribution(self) -> str:
+        return str(self.info.get("distribution") or parse_wheel_filename(self.path.name)[0])
+
+    @property
+    def version(self) -> str:
+        return str(self.info.get("version") or parse_wheel_filename(self.path.name)[1])
+
+    @property
+    def libs_dir(self) -> str | None:
+        return self.contents.report.libs_dir
+
+    @property
+    def bin_dir(self) -> str:
+        """Where the base keeps the libraries target wheels link: moshi_rocm/bin."""
+        package = self.info.get("package") or self.info_member.split("/", 1)[0]
+        return f"{package}/{self.info.get('bin_dir', 'bin')}"
+
+    @property
+    def provides(self) -> frozenset[str]:
+        provides = self.info.get("provides")
+        return frozenset(p for p in provides if isinstance(p, str)) if isinstance(provides, list) else frozenset()
+
+    def summary(self) -> dict:
+        return {"wheel": self.path.name, "version": self.version}
+
+
+def wheel_kind(contents: WheelContents, package: str) -> tuple[str, dict | None, str | None]:
+    """("target", its _target.json, member) for a target wheel, ("base", ...) for a base wheel,
+    ("wheel", <package>/_runtime.json or None, member) for a self-contained one (docs/WHEEL-PAIR.md)."""
+    for member in sorted(m for m in contents.texts if m.endswith("/_target.json") and m.count("/") == 1):
+        try:
+            data = json.loads(contents.texts[member])
+        except ValueError:
+            return "target", None, member
+        if isinstance(data, dict) and data.get("kind") == "target":
+            return "target", data, member
+    info, member = _runtime_info(contents, package)
+    if isinstance(info, dict) and info.get("kind") == "base":
+        return "base", info, member
+    return "wheel", info, member
+
+
+def find_base_wheel(target_wheel: Path, base: str, version: str) -> Path | None:
+    """The base wheel beside a target wheel: <normalized base>-<version>-*.whl in the same folder
+    (of those, the one with the target wheel's platform tag first)."""
+    found = []
+    for candidate in sorted(Path(target_wheel).parent.glob("*.whl")):
+        try:
+            name, found_version = parse_wheel_filename(candidate.name)[:2]
+        except InvalidWheelFilename:
+            continue
+        if name == canonicalize_name(base) and _same_version(found_version, version):
+            found.append(candidate)
+    own = set(parse_wheel_filename(Path(target_wheel).name)[3])
+    found.sort(key=lambda c: not (set(parse_wheel_filename(c.name)[3]) & own))
+    return found[0] if found else None
+
+
+_READ: dict[tuple, WheelContents] = {}   # the last wheels read as a base (one base serves many targets)
+
+
+def _read_key(path: Path, needles: Sequence[str]) -> tuple:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size, tuple(needles)
+
+
+def _remember(path: Path, needles: Sequence[str], contents: WheelContents) -> None:
+    key = _read_key(path, needles)
+    _READ.pop(key, None)
+    _READ[key] = contents
+    while len(_READ) > 2:
+        _READ.pop(next(iter(_READ)))
+
+
+def _read_base(path: Path, needles: Sequence[str]) -> WheelContents:
+    """The base wheel read once for all the target wheels verified with it (and with itself, when verified first)."""
+    key = _read_key(path, needles)
+    if key not in _READ:
+        _remember(path, needles, read_wheel(path, needles))
+    return _READ[key]
+
+
+def pair_with_base(path: Path, info: dict | None, spec: RuntimeSpec, needles: Sequence[str],
+                   base: Path | str | None) -> tuple[CheckResult, BaseWheel | None, dict | None]:
+    """The base-wheel check of a target wheel: (result, the base wheel if it fits, what was looked at)."""
+    name = path.name
+    info = info or {}
+    version = str(info.get("version") or parse_wheel_filename(name)[1])
+    base_dist = str(info.get("base") or spec.package.replace("_", "-"))
+    pin = f"{base_dist}=={version}"
+    if base is None:
+        found = find_base_wheel(path, base_dist, version)
+        if found is None:
+            return CheckResult("base-wheel", False, f"{name} is a target wheel: verify it with its base wheel {pin} "
+                               f"(put {folder_of(base_dist)}-{version}-*.whl beside it or pass --base)"), None, None
+        base, how = found, "beside it"
+    else:
+        base, how = Path(base), "given"
+    looked_at = {"wheel": base.name, "version": None}
+    try:
+        base_name, base_file_version = parse_wheel_filename(base.name)[:2]
+    except InvalidWheelFilename as e:
+        return CheckResult("base-wheel", False, f"{base.name} is not a wheel file name ({e}); {name} needs {pin}"), \
+            None, looked_at
+    looked_at["version"] = str(base_file_version)
+    contents = _read_base(base, needles)
+    base_info, base_member = _runtime_info(contents, spec.package)
+    if not isinstance(base_info, dict) or base_info.get("kind") != "base" or base_name != canonicalize_name(base_dist):
+        return CheckResult("base-wheel", False, f"{base.name} is not the base wheel {base_dist} (no <package>/_runtime.json "
+                           f"with \"kind\": \"base\" in a wheel of that name); {name} needs {pin}"), None, looked_at
+    pair = BaseWheel(base, contents, base_info, base_member, how)
+    looked_at = pair.summary()
+    for other in dict.fromkeys([str(base_file_version), pair.version]):
+        if not _same_version(other, version):
+            return CheckResult("base-wheel", False, f"{base.name} is {base_dist} {other}, but {name} is version "
+                               f"{version}: a target wheel goes with the base wheel of its own version ({pin})"), \
+                None, looked_at
+    return (CheckResult("base-wheel", True, f"{base.name} ({how}): {base_dist} {pair.version}, providing "
+                        f"{_count(len(pair.provides), 'SONAME')} in {pair.bin_dir}/"), pair, looked_at)
+
+
 # --------------------------------------------------------------------------- the checks
 
 @dataclasses.dataclass
@@ -408,9 +591,25 @@ class Context:
     needles: list[str]
     generic: list[str]
     probe_root: object | None = None      # code_selection.ProbeRoot, or callable(needed glibc) making one
+    kind: str = "wheel"                   # "wheel" (self-contained), "base" or "target"
+    base: BaseWheel | None = None         # a target wheel's base wheel
+
+    @property
+    def package(self) -> str:
+        """The wheel's folder: its import package (a target wheel: the folder of its _target.json)."""
+        if self.kind == "target" and self.info_member:
+            return self.info_member.split("/", 1)[0]
+        return (self.info or {}).get("package", self.spec.package)
+
+
+NO_GPU_CODE = "not applicable: a base wheel carries no GPU code"
 
 
 def check_runtime_info(ctx: Context) -> CheckResult:
+    if ctx.kind == "base":
+        return _runtime_info_of_base(ctx)
+    if ctx.kind == "target":
+        return _runtime_info_of_target(ctx)
     problems = []
     name = ctx.contents.report.path.name
     if ctx.info is None:
@@ -431,11 +630,90 @@ def check_runtime_info(ctx: Context) -> CheckResult:
                                              f"for {target}")
 
 
+def _names_this_wheel(ctx: Context, distribution, problems: list[str]) -> None:
+    """The runtime file names the wheel's distribution and version, and sits in its folder."""
+    wheel_name, wheel_version = parse_wheel_filename(ctx.contents.report.path.name)[:2]
+    if not isinstance(distribution, str) or canonicalize_name(distribution) != wheel_name:
+        problems.append(f"{ctx.info_member} names {distribution!r}, but the file is named for {wheel_name}")
+    elif ctx.info_member.split("/", 1)[0] != folder_of(distribution):
+        problems.append(f"{ctx.info_member} is not in {folder_of(distribution)}/, the folder of {distribution}")
+    if not _same_version(ctx.info.get("version"), wheel_version):
+        problems.append(f"{ctx.info_member} says version {ctx.info.get('version')!r}, the file name {wheel_version}")
+
+
+def _runtime_info_of_base(ctx: Context) -> CheckResult:
+    info, member = ctx.info, ctx.info_member
+    problems: list[str] = []
+    _names_this_wheel(ctx, info.get("distribution"), problems)
+    if info.get("gpu_target"):
+        problems.append(f"{member} names a gfx target ({info['gpu_target']!r}): a base wheel serves every target")
+    provides = info.get("provides")
+    if not isinstance(provides, list) or not provides or not all(isinstance(p, str) and p for p in provides):
+        problems.append(f"{member} lists no SONAMEs the target wheels may link (\"provides\": {provides!r})")
+    pattern = info.get("target_distribution")
+    if not isinstance(pattern, str) or "{gpu_target}" not in pattern:
+        problems.append(f"{member} has no target_distribution naming {{gpu_target}} ({pattern!r})")
+    count = len(provides) if isinstance(provides, list) else 0
+    return _result("runtime-info", problems, f"{info.get('distribution')} {info.get('version')}: the base wheel, "
+                                             f"providing {_count(count, 'SONAME')} to {pattern} wheels")
+
+
+def _runtime_info_of_target(ctx: Context) -> CheckResult:
+    info, member, base = ctx.info, ctx.info_member, ctx.base
+    problems: list[str] = []
+    target = ctx.gpu_target
+    distribution = info.get("distribution")
+    if not target or not gfx.is_gfx_name(target):
+        problems.append(f"{member} names no gfx target (gpu_target = {target!r})")
+    _names_this_wheel(ctx, distribution, problems)
+    pattern = base.info.get("target_distribution")
+    expected = pattern.replace("{gpu_target}", target) if isinstance(pattern, str) and target else None
+    if expected and isinstance(distribution, str) and canonicalize_name(expected) != canonicalize_name(distribution):
+        problems.append(f"{member} names {distribution!r}, but the base wheel names the {target} wheel {expected!r}")
+    if canonicalize_name(str(info.get("base"))) != canonicalize_name(base.distribution):
+        problems.append(f"{member} names the base {info.get('base')!r}, not {base.distribution}")
+    pin = f"{base.distribution}=={info.get('version')}"
+    if not _pins(info.get("requires"), base.distribution, info.get("version")):
+        problems.append(f"{member} requires {info.get('requires')!r}, not {pin}")
+    metadata = next((m for m in sorted(ctx.contents.texts) if m.endswith(".dist-info/METADATA")), None)
+    if metadata is not None:
+        message = email.parser.Parser().parsestr(ctx.contents.texts[metadata], headersonly=True)
+        requires = message.get_all("Requires-Dist") or []
+        if not any(_pins(r, base.distribution, info.get("version")) for r in requires):
+            problems.append(f"METADATA does not require {pin} (Requires-Dist: {', '.join(requires) or 'none'})")
+    folder = ctx.package
+    own = (f"{folder}/", f"{folder}.libs/")
+    strays = sorted(m for m in ctx.contents.files if not m.startswith(own) and ".dist-info/" not in m)
+    if strays:
+        problems.append(f"{_count(len(strays), 'file')} outside {folder}/ and {folder}.libs/ (they would overwrite the "
+                        f"base wheel's or another target's), e.g. {strays[0]}")
+    env = info.get("env") or {}
+    for variable, relative in sorted(env.items() if isinstance(env, dict) else ()):
+        where = posixpath.normpath(f"{folder}/{relative}")
+        if where not in ctx.contents.files and not any(m.startswith(where + "/") for m in ctx.contents.files):
+            problems.append(f"{member} sets {variable} to {relative}, but {where} is not in the wheel")
+    return _result("runtime-info", problems, f"{distribution} {info.get('version')} for {target}, with "
+                                             f"{base.distribution} {base.version}")
+
+
+def _pins(requirement, distribution: str, version) -> bool:
+    """`requirement` (a string: "moshi-rocm==1.0") asks for exactly `version` of `distribution`."""
+    try:
+        req = Requirement(str(requirement))
+    except InvalidRequirement:
+        return False
+    specs = list(req.specifier)
+    return (canonicalize_name(req.name) == canonicalize_name(distribution) and len(specs) == 1
+            and specs[0].operator in ("==", "===") and _same_version(specs[0].version, version))
+
+
 def _whitelist(ctx: Context) -> frozenset[str]:
     return ctx.policy.whitelist if ctx.policy is not None else linkage.manylinux_whitelist()
 
 
 def check_closure(ctx: Context) -> CheckResult:
+    if ctx.kind == "target":
+        return _closure_of_target(ctx)
     files, elf = ctx.contents.files, ctx.contents.elf
     whitelist = _whitelist(ctx)
     policy_name = ctx.policy.name if ctx.policy is not None else "every manylinux policy"
@@ -479,18 +757,126 @@ def check_closure(ctx: Context) -> CheckResult:
             problems.append(f"{rule.soname} (opened with dlopen: {rule.reason or 'runtime.toml'}) is not in the wheel")
         if len(problems) == before:
             opened.append(rule.soname)
+    provided = ""
+    if ctx.kind == "base":
+        bin_dir = f"{ctx.package}/{ctx.info.get('bin_dir', ctx.spec.bin_dir)}"
+        provides = [p for p in ctx.info.get("provides") or () if isinstance(p, str)]
+        for soname in provides:
+            if f"{bin_dir}/{soname}" not in files:
+                problems.append(f"{ctx.info_member} provides {soname} to target wheels, but {bin_dir}/ has no such file")
+        provided = f"; {bin_dir}/ holds the {_count(len(provides), 'SONAME')} it provides"
     return _result("elf-closure", problems,
                    f"{len(elf)} ELF files, {resolved} DT_NEEDED resolved inside the wheel, the rest on the "
-                   f"{policy_name} allow-list; dlopen'd: {', '.join(opened) or 'none'}")
+                   f"{policy_name} allow-list; dlopen'd: {', '.join(opened) or 'none'}{provided}")
+
+
+def _resolve_in_pair(dirs: Iterable[str], name: str, files: Mapping[str, int], base: BaseWheel) -> str | None:
+    """Where the loader finds `name` for a member of a target wheel searching `dirs` in order:
+    "target" (in the target wheel), "base" (in the base wheel's bin/), or None."""
+    for d in dirs:
+        if d == base.bin_dir:
+            if f"{d}/{name}" in base.contents.files:
+                return "base"
+        elif _found_in([d], name, files):
+            return "target"
+    return None
+
+
+def _closure_of_target(ctx: Context) -> CheckResult:
+    """A target wheel's DT_NEEDED: inside it, or in the base wheel's bin/ and among the SONAMEs it provides."""
+    files, elf, base = ctx.contents.files, ctx.contents.elf, ctx.base
+    whitelist = _whitelist(ctx)
+    policy_name = ctx.policy.name if ctx.policy is not None else "every manylinux policy"
+    by_name: dict[str, list[str]] = {}
+    for member in files:
+        by_name.setdefault(posixpath.basename(member), []).append(member)
+    base_by_name: dict[str, list[str]] = {}
+    for member in sorted(base.contents.files):
+        base_by_name.setdefault(posixpath.basename(member), []).append(member)
+    provides, in_base = base.provides, f"the base wheel's {base.bin_dir}/"
+    problems, resolved, shared = [], 0, {}
+    for member, facts in sorted(elf.items()):
+        dirs, _ = origin_dirs(member, facts.runpath)
+        searched = ':'.join(facts.runpath) or 'none'
+        for needed in facts.needed:
+            if needed in whitelist or needed.startswith("ld-linux") or needed in ("ld64.so.1", "ld64.so.2"):
+                continue
+            where = _resolve_in_pair(dirs, needed, files, base)
+            if where == "target":
+                resolved += 1
+            elif where == "base" and needed in provides:
+                shared[needed] = shared.get(needed, 0) + 1
+            elif where == "base" or needed not in provides and base_by_name.get(needed):
+                at = f"{base.bin_dir}/{needed}" if where == "base" else base_by_name[needed][0]
+                problems.append(f"{member} needs {needed}: the base wheel has it ({at}), but does not provide "
+                                f"it (its _runtime.json provides {', '.join(sorted(provides)) or 'nothing'})")
+            elif by_name.get(needed):
+                problems.append(f"{member} needs {needed}: it is at {by_name[needed][0]}, which its RPATH "
+                                f"({searched}) does not search")
+            elif needed in provides and f"{base.bin_dir}/{needed}" in base.contents.files:
+                problems.append(f"{member} needs {needed}: the base wheel provides it in {base.bin_dir}/, which its "
+                                f"RPATH ({searched}) does not search")
+            else:
+                problems.append(f"{member} needs {needed}: not in the wheel, not provided by the base wheel "
+                                f"{base.distribution} {base.version}, and not on the {policy_name} allow-list")
+    # Libraries opened with dlopen() by a library of this wheel (the base's own openers are checked with the base).
+    rules, unreadable = dlopen_rules(ctx.info if "dlopen" in ctx.info else base.info, ctx.spec)
+    if unreadable:
+        problems.append(unreadable)
+    opened = []
+    for rule in (r for r in rules if r.bundle and r.needed_by):
+        before = len(problems)
+        openers = [m for m in elf if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), rule.needed_by)]
+        for opener in openers:
+            dirs, _ = origin_dirs(opener, elf[opener].runpath)
+            where = _resolve_in_pair(dirs, rule.soname, files, base)
+            if where is None or where == "base" and rule.soname not in provides:
+                problems.append(f"{rule.soname} (opened with dlopen by {posixpath.basename(opener)}: "
+                                f"{rule.reason or 'runtime.toml'}) is not in its RPATH folders "
+                                f"({', '.join(d or '.' for d in dirs) or 'none'})"
+                                + (" among what the base wheel provides" if where == "base" else ""))
+        if openers and len(problems) == before:
+            opened.append(rule.soname)
+    through = f" ({', '.join(sorted(shared))})" if shared else ""
+    return _result("elf-closure", problems,
+                   f"{len(elf)} ELF files, {resolved} DT_NEEDED resolved inside the wheel, {sum(shared.values())} "
+                   f"in {in_base}{through}, the rest on the {policy_name} allow-list; "
+                   f"dlopen'd: {', '.join(opened) or 'none'}")
 
 
 def check_rpath(ctx: Context) -> CheckResult:
+    if ctx.kind == "target":
+        return _rpath_of_target(ctx)
     problems = []
     for member, facts in sorted(ctx.contents.elf.items()):
         _, bad = origin_dirs(member, facts.runpath)
         if bad:
             problems.append(f"{member}: RPATH entries not relative to $ORIGIN inside the wheel: {':'.join(bad)}")
     return _result("rpath", problems, f"every RPATH/RUNPATH of {len(ctx.contents.elf)} ELF files is $ORIGIN-relative")
+
+
+def _rpath_of_target(ctx: Context) -> CheckResult:
+    """$ORIGIN-relative entries naming the target wheel's own folders, or the base wheel's bin/."""
+    folder, base_bin = ctx.package, ctx.base.bin_dir
+    own = (folder, f"{folder}.libs")
+    problems, to_base = [], 0
+    for member, facts in sorted(ctx.contents.elf.items()):
+        bad, elsewhere = [], []
+        for entry in facts.runpath:
+            dirs, wrong = origin_dirs(member, [entry])
+            if wrong:
+                bad.append(entry)
+            elif dirs[0] == base_bin:
+                to_base += 1
+            elif dirs[0].split("/", 1)[0] not in own:
+                elsewhere.append(f"{entry} ({dirs[0] or '.'})")
+        if bad:
+            problems.append(f"{member}: RPATH entries not relative to $ORIGIN inside the wheel: {':'.join(bad)}")
+        if elsewhere:
+            problems.append(f"{member}: RPATH entries outside {folder}/, {folder}.libs/ and the base wheel's "
+                            f"{base_bin}/: {', '.join(elsewhere)}")
+    return _result("rpath", problems, f"every RPATH/RUNPATH of {len(ctx.contents.elf)} ELF files is $ORIGIN-relative, "
+                                      f"in the wheel or the base wheel's {base_bin}/ ({to_base} naming the base)")
 
 
 def _count(n: int, noun: str) -> str:
@@ -502,6 +888,8 @@ def _mb(n: int) -> str:
 
 
 def check_gpu_code(ctx: Context) -> CheckResult:
+    if ctx.kind == "base":
+        return CheckResult("gpu-code", True, NO_GPU_CODE)
     target = ctx.gpu_target
     if not target:
         return _result("gpu-code", ["the wheel's gfx target is unknown (see runtime-info)"], "")
@@ -531,26 +919,61 @@ def check_gpu_code(ctx: Context) -> CheckResult:
     return _result("gpu-code", problems, "; ".join(found))
 
 
+def _is_gpu_backend(ctx: Context, pattern: str) -> bool:
+    """A backend pattern of verify.toml that names a library carrying device code (libggml-hip.so)."""
+    return any(fnmatch.fnmatchcase(pattern, d) or fnmatch.fnmatchcase(d, pattern) for d in ctx.settings.device_code)
+
+
 def check_backends(ctx: Context) -> CheckResult:
+    if ctx.kind == "target":
+        return _backend_of_target(ctx)
     package = (ctx.info or {}).get("package", ctx.spec.package)
     bin_dir = f"{package}/{(ctx.info or {}).get('bin_dir', ctx.spec.bin_dir)}/"
     names = [m[len(bin_dir):] for m in ctx.contents.files if m.startswith(bin_dir) and "/" not in m[len(bin_dir):]]
     problems, found = [], []
     for pattern, least, why in ctx.settings.backends:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if ctx.kind == "base" and _is_gpu_backend(ctx, pattern):
+            if hits:
+                problems.append(f"{bin_dir} has {', '.join(sorted(hits))}: a base wheel carries no GPU backend "
+                                "(it comes with the target wheels)")
+            continue
         if len(hits) < least:
             problems.append(f"{bin_dir} has {len(hits)} {pattern} (at least {least} needed: {why}); "
                             "the tools would start without it")
         else:
             found.append(f"{len(hits)} {pattern}")
-    return _result("backends", problems, f"{bin_dir}: " + ", ".join(found))
+    gpu = " (the GPU backend comes with the target wheels)" if ctx.kind == "base" else ""
+    return _result("backends", problems, f"{bin_dir}: " + ", ".join(found) + gpu)
+
+
+def _backend_of_target(ctx: Context) -> CheckResult:
+    """The backend _target.json names (the launcher points GGML_BACKEND_PATH at it) is in the wheel."""
+    folder, named = ctx.package, ctx.info.get("backend")
+    backends = [named] if isinstance(named, str) else named
+    if not backends or not isinstance(backends, list) or not all(isinstance(b, str) and b for b in backends):
+        return _result("backends", [f"{ctx.info_member} names no backend ({named!r}); the launcher would load "
+                                    "no GPU backend"], "")
+    problems, found = [], []
+    for backend in backends:
+        member = posixpath.normpath(f"{folder}/{backend}")
+        if member not in ctx.contents.files:
+            problems.append(f"{ctx.info_member} names the backend {backend}, but {member} is not in the wheel; "
+                            "the launcher would load no GPU backend")
+        elif member not in ctx.contents.elf:
+            problems.append(f"{member}, the backend {ctx.info_member} names, is not an ELF library")
+        else:
+            found.append(member)
+    return _result("backends", problems, f"{', '.join(found)}: the GPU backend the launcher loads (GGML_BACKEND_PATH)")
 
 
 def check_kernels(ctx: Context) -> CheckResult:
+    if ctx.kind == "base":
+        return CheckResult("kernels", True, NO_GPU_CODE)
     target = ctx.gpu_target
     rules = [r for r in ctx.spec.data_dirs if r.select == "gpu_target"]
     problems, found = [], []
-    package = (ctx.info or {}).get("package", ctx.spec.package)
+    package = ctx.package
     for rule in rules:
         readers = [m for m in ctx.contents.elf if fnmatch.fnmatchcase(built_name(m, ctx.libs_dir), rule.needed_by)]
         if not readers:
@@ -653,6 +1076,8 @@ def check_manylinux(ctx: Context) -> CheckResult:
     arch = policy.name.split("_", 3)[-1]
     policies = _policies(arch)
     carried = {posixpath.basename(m) for m in ctx.contents.files}
+    if ctx.base is not None:   # what the base wheel provides is not left to the system
+        carried |= ctx.base.provides
     external = {n for f in ctx.contents.elf.values() for n in f.needed
                 if n not in carried and not n.startswith("ld-linux")}
     expected = None
@@ -676,7 +1101,11 @@ def _members_named(ctx: Context, pattern: str) -> list[str]:
 
 def _is_library(ctx: Context, member: str, soname: str) -> bool:
     """The member is the library `soname` names (its file may carry a longer version: libhipblas.so.3.2)."""
-    name = built_name(member, ctx.libs_dir)
+    return _is_library_in(ctx.libs_dir, member, soname)
+
+
+def _is_library_in(libs_dir: str | None, member: str, soname: str) -> bool:
+    name = built_name(member, libs_dir)
     return name == soname or name.startswith(soname + ".")
 
 
@@ -685,19 +1114,33 @@ def check_code_selection(ctx: Context) -> CheckResult:
     from builder.check import code_selection
     from builder.rocm.targets import elf_machs
 
+    if ctx.kind == "base":
+        return CheckResult("code-selection", True, NO_GPU_CODE)
     target = ctx.gpu_target
     if not target:
         return _result("code-selection", ["the wheel's gfx target is unknown (see runtime-info)"], "")
     fatbins = [m for m, d in ctx.contents.details.items() if d.fatbin is not None and d.fatbin.bundles]
-    comgr = _members_named(ctx, "libamd_comgr.so*")
-    package = (ctx.info or {}).get("package", ctx.spec.package)
+    pair: dict = {}
+    if ctx.kind == "target":
+        # The bundles are the target wheel's; comgr (and the libLLVM it needs) is the base wheel's.
+        base = ctx.base
+        comgr = [m for m in sorted(base.contents.elf)
+                 if fnmatch.fnmatchcase(built_name(m, base.libs_dir), "libamd_comgr.so*")]
+        pair = {"comgr_wheel": base.path,
+                "comgr_closure": library_closure(base.contents, comgr[0]) if comgr else None}
+    else:
+        comgr = _members_named(ctx, "libamd_comgr.so*")
+    package = ctx.package
     rules = [r for r in ctx.spec.data_dirs if r.select == "gpu_target"]
     kernel_folder = f"{package}/{rules[0].into}/" if rules else None
     has_code_files = bool(kernel_folder) and any(
         m.startswith(kernel_folder) and rocblas.is_code_object_file(m) for m in ctx.contents.files)
     if not fatbins and not has_code_files:
         return CheckResult("code-selection", True, "no device code in the wheel")
-    tags = [m for m in (_MANYLINUX.match(t) for t in ctx.contents.report.platform_tags) if m]
+    if ctx.kind == "target" and not comgr:
+        return _result("code-selection", [f"the base wheel {ctx.base.path.name} has no libamd_comgr to ask"], "")
+    platform_tags = ctx.contents.report.platform_tags + (ctx.base.contents.report.platform_tags if ctx.base else [])
+    tags = [m for m in (_MANYLINUX.match(t) for t in platform_tags) if m]
     needed = max(((int(m.group(1)), int(m.group(2))) for m in tags), default=None)
     try:
         probe_root = ctx.probe_root(needed) if callable(ctx.probe_root) else ctx.probe_root
@@ -707,50 +1150,76 @@ def check_code_selection(ctx: Context) -> CheckResult:
         return _result("code-selection", ["no root filesystem to run the wheel's comgr in was given"], "")
     sel = code_selection.check_wheel(ctx.contents.report.path, target=target, machs=elf_machs(),
                                      comgr_member=comgr[0] if comgr else None, fatbin_members=fatbins,
-                                     kernel_folder=kernel_folder, probe_root=probe_root)
+                                     kernel_folder=kernel_folder, probe_root=probe_root, **pair)
     if sel.skipped:
         return CheckResult("code-selection", True, sel.skipped)
     others = len(elf_machs()) - 1
+    whose = "the base wheel's comgr" if ctx.kind == "target" else "the wheel's comgr"
     return _result("code-selection", sel.problems,
-                   f"the wheel's comgr gives a {target} code object for each of {sel.bundles} bundles and "
+                   f"{whose} gives a {target} code object for each of {sel.bundles} bundles and "
                    f"code-object files ({sel.files} files) and nothing for {others} other targets")
+
+
+def library_closure(contents: WheelContents, member: str) -> list[str]:
+    """`member` and the ELF members it needs, through each one's $ORIGIN RPATH, transitively."""
+    files, elf = contents.files, contents.elf
+    seen, todo = [member], [member]
+    while todo:
+        current = todo.pop()
+        dirs, _ = origin_dirs(current, elf[current].runpath)
+        for needed in elf[current].needed:
+            found = _found_in(dirs, needed, files)
+            if found in elf and found not in seen:
+                seen.append(found)
+                todo.append(found)
+    return sorted(seen)
 
 
 def check_standins(ctx: Context) -> CheckResult:
     """Generated stand-ins (stacks.toml, runtime.toml): only their consumers import what they
-    define, and no library imports a function of a consumer that would reach them."""
-    standins = (ctx.info or {}).get("standins") or []
-    if not standins:
-        return CheckResult("standins", True, "the wheel carries no generated stand-in")
+    define, and no library imports a function of a consumer that would reach them. A target
+    wheel is looked at with its base: a stand-in of either wheel is imported only by its
+    consumer, in either wheel."""
+    sides = [(ctx.contents, ctx.info or {}, posixpath.basename(ctx.info_member or "_runtime.json"), ctx.libs_dir,
+              "the wheel")]
+    if ctx.base is not None:
+        sides.append((ctx.base.contents, ctx.base.info, "_runtime.json", ctx.base.libs_dir, "the base wheel"))
+    declared = [(s, side) for side in sides for s in side[1].get("standins") or []]
+    if not declared:
+        return CheckResult("standins", True, "the wheel carries no generated stand-in"
+                           + (", nor does its base wheel" if ctx.base is not None else ""))
     problems, found = [], []
-    for s in standins:
+    for s, (contents, _, record, libs_dir, which) in declared:
         soname, consumer = s.get("soname", "?"), s.get("consumer", "?")
         consumers = [c.strip() for c in consumer.split(",")]
         symbols = set(s.get("symbols", []))
-        members = [m for m in sorted(ctx.contents.elf) if _is_library(ctx, m, soname)]
+        members = [m for m in sorted(contents.elf) if _is_library_in(libs_dir, m, soname)]
         if not members:
-            problems.append(f"_runtime.json lists the stand-in {soname} but the wheel does not carry it")
+            problems.append(f"{record} lists the stand-in {soname} but {which} does not carry it")
             continue
-        exports = ctx.contents.details[members[0]].exports
+        exports = contents.details[members[0]].exports
         missing = sorted(symbols - exports)
         if missing:
             problems.append(f"the stand-in {soname} does not define {_count(len(missing), 'declared symbol')}, "
                             f"e.g. {missing[0]}")
         solver = re.compile(s.get("solver_functions") or r"(?!)")
-        for member, details in sorted(ctx.contents.details.items()):
-            if member == members[0] or any(_is_library(ctx, member, c) for c in consumers):
-                continue
-            reached = sorted(details.imports & symbols)
-            if reached:
-                problems.append(f"{posixpath.basename(member)} imports {reached[0]}, which only the stand-in "
-                                f"{soname} defines (each of its functions {behaviour_of(s)})")
-            calls = sorted(n for n in details.imports if solver.search(n))
-            if calls:
-                problems.append(f"{posixpath.basename(member)} imports {calls[0]} of {consumer}, which reaches "
-                                f"the stand-in {soname}")
+        for other, _, _, other_libs, _ in sides:
+            for member, details in sorted(other.details.items()):
+                if other is contents and member == members[0] \
+                        or any(_is_library_in(other_libs, member, c) for c in consumers):
+                    continue
+                reached = sorted(details.imports & symbols)
+                if reached:
+                    problems.append(f"{posixpath.basename(member)} imports {reached[0]}, which only the stand-in "
+                                    f"{soname} defines (each of its functions {behaviour_of(s)})")
+                calls = sorted(n for n in details.imports if solver.search(n))
+                if calls:
+                    problems.append(f"{posixpath.basename(member)} imports {calls[0]} of {consumer}, which reaches "
+                                    f"the stand-in {soname}")
         found.append(f"{soname} stands in for {s.get('replaces')} ({len(symbols)} functions); only {consumer} "
                      "imports them" + (", and nothing imports its solver functions" if s.get("solver_functions") else ""))
-    return _result("standins", problems, "; ".join(found))
+    either = " (in either wheel of the pair)" if ctx.base is not None else ""
+    return _result("standins", problems, "; ".join(found) + either)
 
 
 CHECKS = (check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels,
@@ -773,7 +1242,7 @@ def _runtime_info(contents: WheelContents, package: str) -> tuple[dict | None, s
 
 def verify_wheel(path: Path, *, build_paths: Iterable[Path | str] = (),
                  spec: RuntimeSpec | None = None, settings: VerifySettings | None = None,
-                 probe_root=None) -> VerifyReport:
+                 probe_root=None, base: Path | str | None = None) -> VerifyReport:
     """Run every check on the wheel at `path`.
 
     The wheel says what it should hold (its _runtime.json: target, dlopen rules, stand-ins,
@@ -781,6 +1250,8 @@ def verify_wheel(path: Path, *, build_paths: Iterable[Path | str] = (),
     build_paths: directories of the build machine no file may mention (build_path_needles())
     probe_root:  where the wheel's comgr can run (code_selection.ProbeRoot, or a callable that
                  makes one from the (major, minor) glibc the wheel's tag needs, when a check needs it)
+    base:        the base wheel a target wheel is checked with (default: the one of its version
+                 beside it); ignored for a base or self-contained wheel
     """
     start = time.monotonic()
     path = Path(path)
@@ -788,11 +1259,23 @@ def verify_wheel(path: Path, *, build_paths: Iterable[Path | str] = (),
     settings = settings or load_settings()
     needles, generic = build_path_needles(build_paths, settings)
     contents = read_wheel(path, needles)
-    info, info_member = _runtime_info(contents, spec.package)
+    kind, info, info_member = wheel_kind(contents, spec.package)
     target = info.get("gpu_target") if isinstance(info, dict) else None
+    pair, paired = None, []
+    if kind == "target":
+        if info is None:
+            failed = _result("runtime-info", [f"{info_member} in {path.name} is not readable JSON: a target wheel "
+                                              "without its record cannot be checked"], "")
+            return VerifyReport(path, None, [failed], time.monotonic() - start, kind, None)
+        result, pair, looked_at = pair_with_base(path, info, spec, needles, base)
+        if pair is None:
+            return VerifyReport(path, target, [result], time.monotonic() - start, kind, looked_at)
+        paired = [result]
+    elif kind == "base":
+        _remember(path, needles, contents)      # the target wheels verified next read it as their base
     ctx = Context(contents=contents, spec=spec, settings=settings, info=info,
                   info_member=info_member, gpu_target=target, libs_dir=libs_dir_of(contents),
                   policy=claimed_policy(contents.report.platform_tags), needles=needles, generic=generic,
-                  probe_root=probe_root)
-    checks = [check(ctx) for check in CHECKS]
-    return VerifyReport(path, target, checks, time.monotonic() - start)
+                  probe_root=probe_root, kind=kind, base=pair)
+    checks = paired + [check(ctx) for check in CHECKS]
+    return VerifyReport(path, target, checks, time.monotonic() - start, kind, pair.summary() if pair else None)

@@ -218,11 +218,13 @@ class CleanRoot(RootHome):
                               env={**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
     def install(self, wheels: Iterable[Path], name: str, requirements: Sequence[str] = (),
-                wheel_cache: Path | None = None) -> InstalledVenv:
+                wheel_cache: Path | None = None, by_name: Sequence[str] = ()) -> InstalledVenv:
         """A fresh venv at /opt/moshi-build/<name> with `wheels` installed by pip, offline.
 
         `requirements` (e.g. numpy) are downloaded on this machine by pip (its configured
         index) as wheels for the root's Python into `wheel_cache`, then installed from there.
+        by_name: install these project names instead of the wheel files, the way a user does
+        (`pip install --no-index --find-links DIR moshi-rocm-gfx1100` finds the base it requires).
         """
         self.ensure()
         wheels = [Path(w) for w in wheels]
@@ -240,7 +242,7 @@ class CleanRoot(RootHome):
             if r.returncode != 0:
                 raise ToolchainError(f"python3 -m venv failed in the clean root: {(r.stderr or r.stdout).strip()[-400:]}")
             r = venv.run(["python", "-m", "pip", "install", "--no-index", "--find-links", drop, "--quiet",
-                          *[drop / w.name for w in wheels], *requirements],
+                          *(by_name or [drop / w.name for w in wheels]), *requirements],
                          env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
             if r.returncode != 0:
                 raise ToolchainError(f"pip install failed in the clean root: {(r.stderr or r.stdout).strip()[-800:]}")

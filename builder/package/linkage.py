@@ -120,7 +120,8 @@ class Closure:
         return list(dict.fromkeys(lib.path.parent for lib in self.libraries.values()))
 
 
-def external_closure(files: Iterable[Path], root: Path, dirs: list[Path], inside: Path) -> Closure:
+def external_closure(files: Iterable[Path], root: Path, dirs: list[Path], inside: Path,
+                     exclude: Iterable[str] = ()) -> Closure:
     """Every library outside `inside` that the ELF `files` load, found in `root`.
 
     Resolves the way `auditwheel repair --ldpaths DIRS` will: auditwheel's
@@ -142,7 +143,9 @@ def external_closure(files: Iterable[Path], root: Path, dirs: list[Path], inside
         closure = Closure({}, {}, {})
         ldpaths = {"conf": [str(d) for d in search], "env": [], "interp": []}
         for f in files:
-            tree = ldd(f, ldpaths={k: list(v) for k, v in ldpaths.items()})
+            # exclude: SONAMEs another wheel provides (auditwheel repair --exclude): neither
+            # they nor what only they load are part of this closure.
+            tree = ldd(f, ldpaths={k: list(v) for k, v in ldpaths.items()}, exclude=frozenset(exclude))
             for soname, lib in tree.libraries.items():
                 if soname in whitelist or soname.startswith("ld-linux"):
                     continue

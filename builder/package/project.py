@@ -131,11 +131,13 @@ def _toml(value) -> str:
 
 
 def render_pyproject(template: str, *, name: str, version: str, summary: str, license: str,
-                     keywords: Sequence[str], package: str, scripts: Mapping[str, str]) -> str:
+                     keywords: Sequence[str], packages: Sequence[str], scripts: Mapping[str, str],
+                     dependencies: Sequence[str] = ()) -> str:
     script_lines = "\n".join(f"{_toml(script)} = {_toml(target)}" for script, target in scripts.items())
     text = string.Template(template).substitute(
         name=_toml(name), version=_toml(version), summary=_toml(summary), license=_toml(license),
-        keywords=_toml(list(keywords)), package=package, scripts=script_lines,
+        keywords=_toml(list(keywords)), packages=_toml(list(packages)), scripts=script_lines,
+        dependencies=_toml(list(dependencies)),
     )
     tomllib.loads(text)  # a rendering bug fails here, not inside pip
     return text
@@ -147,7 +149,7 @@ def _md(text: str) -> str:
 
 def render_readme(template: str, *, distribution: str, gpu_target: str, gpus: Sequence[str], package: str,
                   bin_dir: str, tools: Sequence[str], components: Sequence[Component],
-                  system: Sequence[SystemPackage]) -> str:
+                  system: Sequence[SystemPackage], base: str = "", version: str = "", target_package: str = "") -> str:
     comp_rows = "\n".join(f"| {_md(c.name)} | {_md(c.version)} | {_md(c.license)} |" for c in components)
     sys_rows = "\n".join(f"| {_md(p.package)} | {_md(p.version)} | {_md(p.license)} |" for p in system) \
         or "| (none) | | |"
@@ -155,7 +157,8 @@ def render_readme(template: str, *, distribution: str, gpu_target: str, gpus: Se
         distribution=distribution, gpu_target=gpu_target,
         gpus=f" ({', '.join(gpus)})" if gpus else "",
         package=package, bin_dir=bin_dir, tools=", ".join(f"`{t}`" for t in tools),
-        components_table=comp_rows, system_table=sys_rows,
+        components_table=comp_rows, system_table=sys_rows, base=base, version=version,
+        target_package=target_package,
     )
 
 

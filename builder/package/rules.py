@@ -70,9 +70,16 @@ class RuntimeSpec:
     path: Path | None = None
     trim_device_code: bool = False
     standins: tuple[WheelStandinRule, ...] = ()
+    base_distribution: str = ""
+    base_summary: str = ""
+    target_package: str = "{package}_{gpu_target}"
+    shared_runtime: tuple[str, ...] = ()
 
     def distribution_for(self, gpu_target: str) -> str:
         return self.distribution.format(gpu_target=gpu_target, package=self.package)
+
+    def target_package_for(self, gpu_target: str) -> str:
+        return self.target_package.format(gpu_target=gpu_target, package=self.package)
 
     def license_for_package(self, package: str) -> str | None:
         for pattern, expression in self.debian_licenses:
@@ -118,6 +125,10 @@ def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
         debian_licenses=tuple(data.get("debian_licenses", {}).items()),
         path=Path(where),
         standins=tuple(WheelStandinRule(**s) for s in data.get("standin", ())),
+        base_distribution=w.get("base_distribution", ""),
+        base_summary=w.get("base_summary", w["summary"]),
+        target_package=w.get("target_package", "{package}_{gpu_target}"),
+        shared_runtime=tuple(w.get("shared_runtime", ())),
     )
     for field in ("{release}", "{build_number}"):
         if field not in spec.version_format:

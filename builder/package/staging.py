@@ -70,6 +70,47 @@ def find_external_tools(strip: bool) -> Tools:
     return Tools(patchelf, strip_tool)
 
 
+@dataclasses.dataclass(frozen=True)
+class WheelKind:
+    """Which wheel of a release a payload is for (docs/WHEEL-PAIR.md).
+
+    single  everything one target needs in one wheel (the layout before the split)
+    base    the tools and all that is not target-specific, with the shared ROCm runtime
+    target  one target's GPU libraries and kernels, linking the base's `provides` by SONAME
+    """
+    name: str
+    distribution: str
+    package: str                       # the folder at the wheel's root holding the payload
+    bin_dir: str                       # tools and libraries inside it ("" = the folder itself)
+    lib_sdir: str
+    gpu_target: str | None
+    provides: frozenset[str] = frozenset()   # target: SONAMEs in the base wheel's bin_dir
+    base_bin: str = ""                        # target: that folder, relative to the wheel's root
+
+    @classmethod
+    def single(cls, spec: RuntimeSpec, gpu_target: str) -> "WheelKind":
+        return cls("single", spec.distribution_for(gpu_target), spec.package, spec.bin_dir, spec.lib_sdir, gpu_target)
+
+    @classmethod
+    def base(cls, spec: RuntimeSpec) -> "WheelKind":
+        return cls("base", spec.base_distribution, spec.package, spec.bin_dir, spec.lib_sdir, None)
+
+    @classmethod
+    def target(cls, spec: RuntimeSpec, gpu_target: str, provides: Iterable[str]) -> "WheelKind":
+        return cls("target", spec.distribution_for(gpu_target), spec.target_package_for(gpu_target), "",
+                   spec.lib_sdir, gpu_target, frozenset(provides), f"{spec.package}/{spec.bin_dir}")
+
+    @property
+    def libs_dir(self) -> str:
+        """auditwheel's folder for grafted libraries, at the wheel's root."""
+        return normalized_name(self.distribution) + self.lib_sdir
+
+    @property
+    def runpath(self) -> str:
+        """RUNPATH of a file one folder below the wheel's root (the payload's files, grafts)."""
+        return "$ORIGIN" + (f":$ORIGIN/../{self.base_bin}" if self.base_bin else "")
+
+
 @dataclasses.dataclass
 class Payload:
     root: Path                           # laid out like the wheel
@@ -84,6 +125,8 @@ class Payload:
     system: list[SystemPackage]
     ldpaths: list[Path]
     standins: list[dict] = dataclasses.field(default_factory=list)  # made for this wheel (runtime.toml)
+    kind: WheelKind | None = None
+    provides: list[str] = dataclasses.field(default_factory=list)  # base: SONAMEs of its bin_dir
 
 
 def _copy_file(src: Path, dest: Path, mode: int) -> None:
@@ -92,11 +135,12 @@ def _copy_file(src: Path, dest: Path, mode: int) -> None:
     os.chmod(dest, mode)
 
 
-def _prepare_elf(path: Path, tools: Tools, log_path: Path) -> None:
-    """Strip (before patching: auditwheel's advice) and set RUNPATH to $ORIGIN only."""
+def _prepare_elf(path: Path, tools: Tools, log_path: Path, runpath: str = "$ORIGIN") -> None:
+    """Strip (before patching: auditwheel's advice) and set RUNPATH ($ORIGIN, and for a
+    target wheel the base wheel's folder)."""
     if tools.strip:
         check_logged([tools.strip, "--strip-unneeded", str(path)], log_path, f"strip {path.name}")
-    check_logged([tools.patchelf, "--set-rpath", "$ORIGIN", str(path)], log_path, f"patchelf {path.name}")
+    check_logged([tools.patchelf, "--set-rpath", runpath, str(path)], log_path, f"patchelf {path.name}")
 
 
 def _collect_sources(prefixes: Mapping[str, Path], tools_wanted: Sequence[str], spec: RuntimeSpec
@@ -195,26 +239,34 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
 
 
 def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
-                  gpu_target: str, spec: RuntimeSpec, ext: Tools, log_path: Path,
+                  gpu_target: str | None, spec: RuntimeSpec, ext: Tools, log_path: Path,
                   echo: Callable[[str], None] = print, standins: Sequence[Mapping] = (),
-                  compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler) -> Payload:
+                  compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler,
+                  kind: WheelKind | None = None) -> Payload:
     runtime_root = Path(runtime_root)
-    package_dir = root / spec.package
-    bindir = package_dir / spec.bin_dir
-    libs_dir = root / (normalized_name(spec.distribution_for(gpu_target)) + spec.lib_sdir)
+    kind = kind or WheelKind.single(spec, gpu_target)
+    gpu_target = kind.gpu_target
+    package_dir = root / kind.package
+    bindir = package_dir / kind.bin_dir if kind.bin_dir else package_dir
+    libs_dir = root / kind.libs_dir
     bindir.mkdir(parents=True)
+    dirs = linkage.library_dirs(runtime_root)
+    if not dirs:
+        raise ToolchainError(f"{runtime_root}: no library directories (no etc/ld.so.conf, no usr/lib)")
 
     tool_files, lib_files, data_files = _collect_sources(prefixes, tools, spec)
+    if kind.name == "base":
+        lib_files.update(_shared_runtime(spec, runtime_root, dirs))
     elf_files: list[Path] = []
     for name, src in {**tool_files, **lib_files}.items():
         dest = bindir / name
         _copy_file(src, dest, 0o755)
-        _prepare_elf(dest, ext, log_path)
+        _prepare_elf(dest, ext, log_path, kind.runpath)
         elf_files.append(dest)
     for name, src in data_files.items():
         _copy_file(src, bindir / name, 0o644)
     echo(f"staged {len(tool_files)} tools, {len(lib_files)} libraries, {len(data_files)} data files")
-    if spec.trim_device_code:
+    if spec.trim_device_code and gpu_target:
         # Our own fat binaries (ggml-hip) carry only their target already; their compressed
         # bundles are compressed again, harder (offload.ZSTD_LEVEL).
         from builder.rocm import offload
@@ -225,10 +277,7 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
                 echo(f"{path.name}: {r.bundles} bundles, {r.entries_dropped} code objects of other targets "
                      f"dropped, {r.bytes_saved / 1e6:.1f} MB saved by compressing {r.compressed_bundles} again")
 
-    dirs = linkage.library_dirs(runtime_root)
-    if not dirs:
-        raise ToolchainError(f"{runtime_root}: no library directories (no etc/ld.so.conf, no usr/lib)")
-    closure = linkage.external_closure(elf_files, runtime_root, dirs, root)
+    closure = linkage.external_closure(elf_files, runtime_root, dirs, root, exclude=kind.provides)
 
     # dlopen'd libraries: staged beside the library that opens them.
     dlopened: dict[str, Path] = {}
@@ -253,12 +302,12 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         real = linkage.resolve_in_root(runtime_root, linkage.in_root_path(runtime_root, found))
         dest = (bindir if internal and not external else libs_dir) / rule.soname
         _copy_file(real, dest, 0o755)
-        _prepare_elf(dest, ext, log_path)
+        _prepare_elf(dest, ext, log_path, kind.runpath)
         dlopened[rule.soname] = dest
         dlopen_sources.append(ExternalLibrary(rule.soname, found, real))
         if external:
             openers[rule.soname] = external[0]
-        more = linkage.external_closure([dest], runtime_root, dirs, root)
+        more = linkage.external_closure([dest], runtime_root, dirs, root, exclude=kind.provides)
         for soname, lib in more.libraries.items():
             closure.libraries.setdefault(soname, lib).needed_by.update(lib.needed_by)
         closure.unresolved.update(more.unresolved)
@@ -288,6 +337,9 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         rel = [str(p.relative_to(source)) for p in files]
         keep = set(rel)
         if rule.select == "gpu_target":   # by the gfx names in the file names, as Tensile names them
+            if not gpu_target:
+                raise BuildStepError(f"{rule.name}: read by {readers[0].soname}, which is target-specific, but "
+                                     f"it is in the {kind.name} wheel's closure; check shared_runtime in runtime.toml")
             available = rocblas.targets_in_names(rel)
             if gpu_target not in available:
                 raise TargetError(f"{rule.name}: {source} has files for {', '.join(sorted(available))} "
@@ -315,11 +367,31 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
                               standins, root.parent / "standin-notices")
     system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
     trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
-        if spec.trim_device_code else None
-    first = ([root.parent / "standins"] if generated else []) + ([trimmed_dir] if trimmed_dir else [])
+        if spec.trim_device_code and gpu_target else None
+    first = [d for d in (root.parent / "standins" if generated else None, trimmed_dir) if d]
     ldpaths = list(dict.fromkeys(first + dirs + closure.directories))
+    provides = sorted({facts.soname for f in elf_files if f.parent == bindir
+                       and (facts := read_elf(f)) is not None and facts.soname}) if kind.name == "base" else []
     return Payload(root, package_dir, list(tool_files), elf_files, closure, dlopened, openers, env,
-                   data_dirs, system, ldpaths, list(generated.values()))
+                   data_dirs, system, ldpaths, list(generated.values()), kind, provides)
+
+
+def _shared_runtime(spec: RuntimeSpec, runtime_root: Path, dirs: Sequence[Path]) -> dict[str, Path]:
+    """runtime.toml shared_runtime: SONAME -> the file in the root, for the base wheel's bin_dir."""
+    found: dict[str, Path] = {}
+    for pattern in spec.shared_runtime:
+        matches = sorted({linkage.resolve_in_root(runtime_root, linkage.in_root_path(runtime_root, p))
+                          for d in dirs for p in Path(d).glob(pattern)})
+        sonames = {}
+        for real in matches:
+            facts = read_elf(real)
+            if facts is not None and facts.soname and fnmatch.fnmatchcase(facts.soname, pattern):
+                sonames[facts.soname] = real
+        if not sonames:
+            raise ToolchainError(f"no library matching {pattern} (runtime.toml shared_runtime) in {runtime_root}'s "
+                                 "library directories; install the ROCm runtime there")
+        found.update(sonames)
+    return found
 
 
 def _make_standins(closure: Closure, elf_files: Sequence[Path], spec: RuntimeSpec, runtime_root: Path, into: Path,

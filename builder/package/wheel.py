@@ -24,8 +24,10 @@ find_tools()), files from globs and rules in builder/resources/runtime.toml.
 
 from __future__ import annotations
 import json
+import zipfile
 import logging
 import os
+import posixpath
 import shutil
 import sys
 import tempfile
@@ -40,14 +42,15 @@ from builder.common.files import sha256_file
 from builder.errors import BuildStepError, ConfigurationError, TargetError
 from builder.package.rules import RuntimeSpec
 from builder.package.project import Component, TEMPLATE_DIR, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
-from builder.package.staging import PAYLOAD_MARKER, Payload, _copy_file, find_external_tools, stage_payload
+from builder.package.elfinfo import read_elf
+from builder.package.staging import PAYLOAD_MARKER, Payload, WheelKind, _copy_file, find_external_tools, stage_payload
 from builder.check.reader import WheelReport, grafted_name, inspect_wheel
 
 
 log = logging.getLogger(__name__)
 
 
-def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec, gpu_target: str,
+def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec,
                     hashes: Mapping[str, str]) -> list[str]:
     """Post-condition of the repair, not in check/: it needs the staging analysis, which the wheel does not carry.
 
@@ -58,10 +61,10 @@ def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec, gp
     is `moshi-build verify`'s (check/verify.py), which the pipeline runs next.
     """
     problems, warnings = [], []
-    libs_prefix = normalized_name(spec.distribution_for(gpu_target)) + spec.lib_sdir + "/"
-    pkg = spec.package + "/"
+    kind = payload.kind
+    libs_prefix = kind.libs_dir + "/"
     for tool in payload.tools:
-        member = f"{pkg}{spec.bin_dir}/{tool}"
+        member = posixpath.join(kind.package, kind.bin_dir, tool)
         if member not in report.files:
             problems.append(f"{member} missing")
         elif not report.modes.get(member, 0) & 0o111:
@@ -88,41 +91,51 @@ def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec, gp
     return warnings
 
 
-def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
+def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
                 components: Sequence[Component | Sequence | Mapping], out_dir: Path, version: str,
                 build_number: int = 0, spec: RuntimeSpec | None = None,
                 template_dir: Path = TEMPLATE_DIR, work_dir: Path | None = None, keep_work: bool = False,
                 build_info: Mapping | None = None, echo: Callable[[str], None] = print,
-                compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler) -> Path:
-    """Build, repair and check the wheel of one gfx target; returns the repaired wheel's path.
+                compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler,
+                kind: str = "single", provides: Sequence[str] = ()) -> Path:
+    """Build, repair and check one wheel; returns the repaired wheel's path.
 
-    prefixes:  step name -> install prefix (the target's own for per-target steps)
-    tools:     executables to wrap as console scripts (see find_tools())
+    kind:      "single" (everything for `target`), "base" (target None: the tools, all that
+               is not target-specific and the shared runtime) or "target" (`target`'s GPU
+               libraries; `provides` = the base wheel's SONAMEs it may link), docs/WHEEL-PAIR.md
+    prefixes:  step name -> install prefix (a target wheel gets only its per-target steps')
+    tools:     executables to wrap as console scripts (see find_tools()); none in a target wheel
     runtime_root: root filesystem the libraries come from ("/" for the host)
     components: (name, version, SPDX license, license file paths) per bundled component
     version:   the main component's release; the wheel gets version_format of it
     spec:      the runtime rules (runtime.toml; its [[dlopen]] is the only list of dlopen'd libraries)
-    build_info: facts of the build environment for _runtime.json (ROCm stack, versions, the
+    build_info: facts of the build environment for the wheel's JSON (ROCm stack, versions, the
                stand-ins it generated, rocBLAS's kernel targets)
     """
     build_info = dict(build_info or {})
     standins = list(build_info.pop("standins", []) or [])
     kernel_targets = build_info.pop("rocblas_kernel_targets", None)
     spec = spec or rules.load_runtime_spec()
-    if not gfx.is_gfx_name(target):
+    if kind not in ("single", "base", "target"):
+        raise ConfigurationError(f"unknown wheel kind {kind!r}")
+    if kind != "base" and not gfx.is_gfx_name(target or ""):
         raise TargetError(f"{target!r} is not a gfx target name")
-    if not tools:
+    if kind != "target" and not tools:
         raise ConfigurationError("no tools to package: pass the executables the build produced")
+    if kind == "base" and not spec.base_distribution:
+        raise ConfigurationError("runtime.toml has no wheel.base_distribution: a base wheel needs a name")
+    layout = {"single": lambda: WheelKind.single(spec, target), "base": lambda: WheelKind.base(spec),
+              "target": lambda: WheelKind.target(spec, target, provides)}[kind]()
     comps = [Component.coerce(c) for c in components]
     for c in comps:
         for f in c.license_files:
             if not f.is_file():
                 raise BuildStepError(f"license file of {c.name} not found: {f}")
-    distribution = spec.distribution_for(target)
+    distribution = layout.distribution
     norm = normalized_name(distribution)
     wheel_ver = wheel_version(version, build_number, spec.version_format)
     points = entry_points(tools)
-    scripts = package_scripts(spec.package, points)
+    scripts = package_scripts(spec.package, points) if kind != "target" else {}
     ext = find_external_tools(spec.strip)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,19 +150,12 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
         # 1. payload
         payload = stage_payload(root=work / "payload", prefixes=prefixes, tools=tools, runtime_root=runtime_root,
                                 gpu_target=target, spec=spec, ext=ext, log_path=log_path, echo=echo,
-                                standins=standins, compile_library=compile_library)
+                                standins=standins, compile_library=compile_library, kind=layout)
         all_components = comps
         system = payload.system
-        info = {
-            "distribution": distribution, "version": wheel_ver, "gpu_target": target, "package": spec.package,
-            "tools": list(tools), "entry_points": points, "bin_dir": spec.bin_dir,
-            "library_dirs": [spec.bin_dir, f"../{norm}{spec.lib_sdir}"],
-            "env": payload.env,
-            "launcher": {"device_flags": list(spec.device_flags),
-                         "device_aliases": [list(a) for a in spec.device_aliases]},
+        shared = {
+            "kind": kind, "distribution": distribution, "version": wheel_ver,
             "components": [{"name": c.name, "version": c.version, "license": c.license} for c in all_components],
-            "distribution_pattern": spec.distribution,
-            "targets": target_table_for_runtime(kernel_targets, build_info.get("rocblas_label", "rocBLAS")),
             "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
                                  "libraries": list(p.libraries)} for p in system],
             "build": build_info,
@@ -159,7 +165,31 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
             # runtime.toml's [[dlopen]] rules the wheel was made with: `moshi-build verify` checks them.
             "dlopen": [r.to_json() for r in spec.dlopen],
         }
-        (payload.package_dir / "_runtime.json").write_text(json.dumps(info, indent=2) + "\n")
+        if kind == "target":
+            base = f"{spec.base_distribution}=={wheel_ver}"
+            backends = sorted(f.name for f in payload.elf_files if f.parent == payload.package_dir
+                              and f.name not in payload.dlopened)
+            info_file = payload.package_dir / "_target.json"
+            info = {**shared, "gpu_target": target, "base": spec.base_distribution, "requires": base,
+                    "backend": backends[0] if len(backends) == 1 else backends,
+                    "env": payload.env, "library_dirs": [".", f"../{layout.libs_dir}"]}
+        else:
+            info_file = payload.package_dir / "_runtime.json"
+            info = {**shared, "package": spec.package,
+                    "tools": list(tools), "entry_points": points, "bin_dir": spec.bin_dir,
+                    "library_dirs": [spec.bin_dir, f"../{layout.libs_dir}"],
+                    "env": payload.env,
+                    "launcher": {"device_flags": list(spec.device_flags),
+                                 "device_aliases": [list(a) for a in spec.device_aliases]},
+                    "distribution_pattern": spec.distribution,
+                    "targets": target_table_for_runtime(kernel_targets, build_info.get("rocblas_label", "rocBLAS"))}
+            if kind == "single":
+                info["gpu_target"] = target
+                del info["kind"]
+            else:
+                info.update(target_distribution=spec.distribution, target_package=spec.target_package_for("{gpu_target}"),
+                            provides=payload.provides)
+        info_file.write_text(json.dumps(info, indent=2) + "\n")
         (payload.root / PAYLOAD_MARKER).write_text(json.dumps(
             {"prefixes": {k: str(v) for k, v in prefixes.items()}, "runtime_root": str(runtime_root)}, indent=2))
 
@@ -176,15 +206,19 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
         for p in system:
             _copy_file(p.copyright, licenses / "system" / p.package / "copyright", 0o644)
         expression = license_expression([c.license for c in all_components] + [p.license for p in system])
+        summary = spec.base_summary if kind == "base" else spec.summary.format(gpu_target=target)
         (project / "pyproject.toml").write_text(render_pyproject(
             (template_dir / "pyproject.toml.in").read_text(), name=distribution, version=wheel_ver,
-            summary=spec.summary.format(gpu_target=target), license=expression,
-            keywords=[k.format(gpu_target=target) for k in spec.keywords], package=spec.package,
-            scripts=scripts))
+            summary=summary, license=expression,
+            keywords=[k.format(gpu_target=target) for k in spec.keywords if target or "{gpu_target}" not in k],
+            packages=[f"src/{spec.package}"] if kind != "target" else [],
+            scripts=scripts, dependencies=[base] if kind == "target" else []))
+        readme = {"single": "README.md.in", "base": "README-base.md.in", "target": "README-target.md.in"}[kind]
         (project / "README.md").write_text(render_readme(
-            (template_dir / "README.md.in").read_text(), distribution=distribution, gpu_target=target,
-            gpus=_known_gpus(target), package=spec.package, bin_dir=spec.bin_dir, tools=list(tools),
-            components=all_components, system=system))
+            (template_dir / readme).read_text(), distribution=distribution, gpu_target=target or "",
+            gpus=_known_gpus(target) if target else [], package=spec.package, bin_dir=spec.bin_dir,
+            tools=list(tools), components=all_components, system=system,
+            base=spec.base_distribution, version=wheel_ver, target_package=layout.package))
 
         # 3. plain wheel (scikit-build-core installs the payload)
         raw = work / "raw"
@@ -202,7 +236,7 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
             raise BuildStepError(f"pip wheel produced {len(built)} wheels in {raw}, expected one")
         if not built[0].name.startswith(f"{norm}-{wheel_ver}-"):
             raise BuildStepError(f"{built[0].name}: expected a wheel named {norm}-{wheel_ver}-*; the dlopen'd "
-                                 f"libraries were staged for auditwheel's folder {norm}{spec.lib_sdir}")
+                                 f"libraries were staged for auditwheel's folder {layout.libs_dir}")
 
         # 4. auditwheel repair against the runtime root
         hashes = {s: sha256_file(lib.realpath)[:8] for s, lib in payload.closure.libraries.items()}
@@ -214,15 +248,19 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
         # are stripped before patching; grafted ones are checked for debug sections below.
         argv = [sys.executable, "-m", "auditwheel", "repair", "--ldpaths", os.pathsep.join(map(str, payload.ldpaths)),
                 "-L", spec.lib_sdir, "-w", str(repaired_dir)]
+        for soname in sorted(layout.provides):  # the base wheel's: linked, not grafted
+            argv += ["--exclude", soname]
         check_logged(argv + [str(built[0])], log_path, "auditwheel repair", env=env, cwd=work)
         repaired = sorted(repaired_dir.glob("*.whl"))
         if len(repaired) != 1:
             raise BuildStepError(f"auditwheel wrote {len(repaired)} wheels, expected one; see {log_path}")
+        if layout.provides:
+            _link_grafts_to_base(repaired[0], layout, ext, log_path, echo)
 
         # 5. check, then publish
         echo(f"{elapsed()} checking {repaired[0].name}")
         report = inspect_wheel(repaired[0])
-        for w in verify_repaired(report, payload, spec, target, hashes):
+        for w in verify_repaired(report, payload, spec, hashes):
             echo(f"warning: {w}")
         final = out_dir / repaired[0].name
         os.replace(repaired[0], final)
@@ -234,3 +272,32 @@ def build_wheel(*, target: str, prefixes: Mapping[str, Path], tools: Sequence[st
             echo(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def provided_by(base_wheel: Path) -> list[str]:
+    """The SONAMEs a base wheel's bin_dir holds for target wheels to link (its _runtime.json)."""
+    with zipfile.ZipFile(base_wheel) as zf:
+        names = [n for n in zf.namelist() if n.endswith("/_runtime.json") and n.count("/") == 1]
+        if len(names) != 1:
+            raise BuildStepError(f"{base_wheel.name}: expected one <package>/_runtime.json, found {len(names)}")
+        info = json.loads(zf.read(names[0]))
+    if info.get("kind") != "base" or not info.get("provides"):
+        raise BuildStepError(f"{base_wheel.name} is not a base wheel (no 'provides' in {names[0]})")
+    return list(info["provides"])
+
+
+def _link_grafts_to_base(path: Path, layout: WheelKind, ext, log_path: Path, echo: Callable[[str], None]) -> None:
+    """A target wheel's grafts that load a library of the base wheel (librocblas needs
+    libamdhip64) get a RUNPATH entry for the base's folder. auditwheel sets a graft's RUNPATH
+    to $ORIGIN, so this is done in the repaired wheel (its RECORD rewritten by auditwheel's
+    own InWheelCtx); ld.so then finds the base's library whatever loads the graft first."""
+    from auditwheel.wheeltools import InWheelCtx
+
+    with InWheelCtx(path, path) as ctx:
+        for lib in sorted((Path(ctx.path) / layout.libs_dir).glob("*.so*")):
+            facts = read_elf(lib)
+            if facts is None or not set(facts.needed) & layout.provides:
+                continue
+            check_logged([ext.patchelf, "--set-rpath", layout.runpath, str(lib)], log_path, f"patchelf {lib.name}")
+            echo(f"{lib.name}: RUNPATH {layout.runpath} (it loads "
+                 f"{', '.join(sorted(set(facts.needed) & layout.provides))} of the base wheel)")

@@ -150,11 +150,13 @@ def members(elf: dict) -> dict[str, bytes | Path]:
     return m
 
 
-def pack(directory: Path, content: dict[str, bytes | Path], tag: str = TAG) -> Path:
-    path = directory / f"moshi_rocm_gfx1100-1.0.post0-py3-none-{tag}.whl"
+def pack(directory: Path, content: dict[str, bytes | Path], tag: str = TAG, *,
+         dist_info: str = DIST_INFO) -> Path:
+    """The wheel file <dist_info's name and version>-py3-none-<tag>.whl in `directory`."""
+    path = directory / f"{dist_info.removesuffix('.dist-info')}-py3-none-{tag}.whl"
     directory.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        names = list(content) + [f"{DIST_INFO}/RECORD"]
+        names = list(content) + [f"{dist_info}/RECORD"]
         for name in names:
             data = content.get(name, "".join(f"{n},,\n" for n in names).encode())
             if isinstance(data, Path):
@@ -554,3 +556,340 @@ def test_no_root_to_run_comgr_in_is_a_failed_check_not_a_crash(tmp_path, elf):
     results = check(tmp_path, members(elf), probe_root=cannot)
     assert failing(results) == {"code-selection": "FAIL code-selection: no root filesystem to run the wheel's "
                                 "comgr in: the clean root filesystem needs root (mmdebstrap, chroot)"}
+
+
+# --------------------------------------------------------------------------- the pair: base wheel + target wheel
+# docs/WHEEL-PAIR.md: moshi-rocm carries the tools, the CPU backends and the shared ROCm runtime
+# (libamdhip64.so.7 and comgr in moshi_rocm/bin, what they need grafted in moshi_rocm.libs);
+# moshi-rocm-gfx1100 carries the HIP backend, rocBLAS and its kernels, linking the base's bin/.
+
+VERSION = "1.0.post0"
+BASE_DIST_INFO = f"moshi_rocm-{VERSION}.dist-info"
+BASE_LIBS = "moshi_rocm.libs"
+TPKG = "moshi_rocm_gfx1100"
+TLIBS = "moshi_rocm_gfx1100.libs"
+TARGET_RUNPATH = f"$ORIGIN/../{TLIBS}:$ORIGIN:$ORIGIN/../{PKG}/bin"
+Z3_STANDIN = {"package": "libz3-4", "version": "4.13.3-1+moshibuild1", "soname": "libz3.so.4", "replaces": "Z3 4.13.3",
+              "consumer": "libLLVM.so.22.1", "return_value": 0, "license": "MIT",
+              "symbols": ["Z3_mk_config", "Z3_del_config"]}
+
+
+@pytest.fixture(scope="module")
+def pair_elf(tmp_path_factory, standin_elf):
+    d = tmp_path_factory.mktemp("pair")
+    base_libs = f"$ORIGIN:$ORIGIN/../../{BASE_LIBS}"
+    f = {"hsa": gcc(d / "libhsa-runtime64-1a2b3c4d.so.1", "int hsa_init(void) { return 0; }\n"),
+         "z3": gcc(d / "libz3-0a1b2c3d.so.4", "int Z3_mk_config(void) { return 0; }\n"
+                                              "int Z3_del_config(void) { return 0; }\n"),
+         "ggml-base": gcc(d / "libggml-base.so.0", "int ggml_base(void) { return 1; }\n")}
+    f["llvm"] = gcc(d / "libLLVM-5e6f7a8b.so.22.1", "int Z3_mk_config(void);\n"
+                    "int llvm_solve(void) { return Z3_mk_config(); }\n", libs=(f["z3"],))
+    f["comgr"] = gcc(d / "libamd_comgr.so.3", "int llvm_solve(void);\n"
+                     "int amd_comgr_get_version(void) { return 3 + llvm_solve(); }\n", libs=(f["llvm"],), rpath=base_libs)
+    f["hip"] = gcc(d / "libamdhip64.so.7", "int hsa_init(void); int hipInit(int f) { return f + hsa_init(); }\n",
+                   libs=(f["hsa"],), rpath=base_libs)
+    f["cpu"] = gcc(d / "libggml-cpu-haswell.so", "int ggml_base(void);\n"
+                   "int ggml_backend_cpu_init(void) { return ggml_base(); }\n", libs=(f["ggml-base"],))
+    f["tool"] = gcc(d / "moshi-demo", "int ggml_base(void);\nint main(void) { return ggml_base() - 1; }\n",
+                    shared=False, libs=(f["ggml-base"],))
+    t = d / "target"
+    f["rocblas"] = gcc(t / "librocblas-5e6f7a8b.so.4", fatbin_source({"gfx1100": 96}, compress=True)
+                       + "int hipInit(int); int rocblas_create_handle(void) { return hipInit(0); }\n",
+                       libs=(f["hip"],), rpath=f"$ORIGIN:$ORIGIN/../{PKG}/bin")
+    # The HIP backend calls dlopen@GLIBC_2.34 (a library has no __libc_start_main): the target's tag is manylinux_2_34.
+    hip_src = ("#include <dlfcn.h>\nint ggml_base(void); int rocblas_create_handle(void); int hipblasSgemm(void);\n"
+               "int hipInit(int);\nvoid *ggml_hip_open(void) { return dlopen(\"libdemo.so\", RTLD_NOW); }\n"
+               "int ggml_backend_init(void) { return ggml_base() + rocblas_create_handle() + hipblasSgemm() "
+               "+ hipInit(0); }\n")
+    libs = (f["ggml-base"], f["rocblas"], f["hip"], standin_elf["hipblas"])
+    f["ggml-hip"] = gcc(t / "libggml-hip.so", fatbin_source({"gfx1100": 128}) + hip_src, libs=libs,
+                        rpath=TARGET_RUNPATH)
+    # Sabotaged: linking a library the base grafted (not one it provides), through a RUNPATH into moshi_rocm.libs
+    f["ggml-hip-hsa"] = gcc(t / "hsa" / "libggml-hip.so", fatbin_source({"gfx1100": 128}) + hip_src
+                            + "int hsa_init(void); int hsa(void) { return hsa_init(); }\n",
+                            libs=libs + (f["hsa"],), rpath=f"{TARGET_RUNPATH}:$ORIGIN/../{BASE_LIBS}")
+    # Sabotaged: calling the base's Z3 stand-in (only libLLVM may)
+    f["ggml-hip-z3"] = gcc(t / "z3" / "libggml-hip.so", fatbin_source({"gfx1100": 128}) + hip_src
+                           + "int Z3_mk_config(void); int z3(void) { return Z3_mk_config(); }\n",
+                           libs=libs + (f["z3"],), rpath=TARGET_RUNPATH)
+    f.update({k: standin_elf[k] for k in ("hipblas", "solver")})
+    return f
+
+
+def system_package(package: str, library: str, license: str = "MIT") -> dict:
+    return {"package": package, "version": "7.2.4-1", "license": license, "libraries": [library]}
+
+
+def base_runtime_json(version: str = VERSION, **changes) -> dict:
+    info = {
+        "kind": "base", "distribution": "moshi-rocm", "version": version, "package": PKG,
+        "tools": ["moshi-demo"], "entry_points": {"moshi_demo": "moshi-demo"}, "bin_dir": "bin",
+        "library_dirs": ["bin", f"../{BASE_LIBS}"], "env": {},
+        "components": [{"name": "demo", "version": "1.0", "license": "MIT"}],
+        "system_packages": [system_package("libamdhip64-7", "libamdhip64.so.7"),
+                            system_package("libhsa-runtime64-1", "libhsa-runtime64.so.1", "NCSA"),
+                            system_package("libamd-comgr3", "libamd_comgr.so.3", "NCSA"),
+                            system_package("libllvm22", "libLLVM.so.22.1", "Apache-2.0 WITH LLVM-exception"),
+                            system_package("libz3-4", "libz3.so.4")],
+        "standins": [Z3_STANDIN], "dlopen": [COMGR_RULE],
+        "target_distribution": "moshi-rocm-{gpu_target}", "target_package": "moshi_rocm_{gpu_target}",
+        "provides": ["libggml-base.so.0", "libamdhip64.so.7"],
+    }
+    info.update(changes)
+    return info
+
+
+def target_json(**changes) -> dict:
+    info = {
+        "kind": "target", "distribution": "moshi-rocm-gfx1100", "version": VERSION, "gpu_target": TARGET,
+        "base": "moshi-rocm", "requires": f"moshi-rocm=={VERSION}", "backend": "libggml-hip.so",
+        "env": {"ROCBLAS_TENSILE_LIBPATH": "rocblas/library"}, "library_dirs": [".", f"../{TLIBS}"],
+        "components": [{"name": "demo", "version": "1.0", "license": "MIT"}],
+        "system_packages": [system_package("librocblas4", "librocblas.so.4"),
+                            system_package("libhipblas3", "libhipblas.so.3"),
+                            system_package("librocsolver0", "librocsolver.so.0")],
+        "standins": [STANDIN],
+    }
+    info.update(changes)
+    return info
+
+
+def with_licenses(m: dict, dist_info: str, name: str, version: str, info: dict, requires: str = "") -> dict:
+    """METADATA, WHEEL and a license file for every component and system package `info` names."""
+    files = [f"LICENSES/{c['name']}/LICENSE" for c in info["components"]]
+    files += [f"LICENSES/system/{p['package']}/copyright" for p in info["system_packages"]]
+    for lic in files:
+        m[f"{dist_info}/licenses/{lic}"] = f"license text of {lic}\n".encode()
+    m[f"{dist_info}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: py3-none-{TAG}\n".encode()
+    m[f"{dist_info}/METADATA"] = (f"Metadata-Version: 2.4\nName: {name}\nVersion: {version}\nLicense-Expression: MIT\n"
+                                  + (f"Requires-Dist: {requires}\n" if requires else "")
+                                  + "".join(f"License-File: {lic}\n" for lic in files)).encode()
+    return m
+
+
+def base_members(pair_elf, version: str = VERSION, **changes) -> dict:
+    info = base_runtime_json(version, **changes)
+    m: dict[str, bytes | Path] = {
+        f"{PKG}/__init__.py": b"",
+        f"{PKG}/_runtime.json": json.dumps(info, indent=2).encode(),
+        f"{PKG}/bin/moshi-demo": pair_elf["tool"],
+        f"{PKG}/bin/libggml-base.so.0": pair_elf["ggml-base"],
+        f"{PKG}/bin/libggml-cpu-haswell.so": pair_elf["cpu"],
+        f"{PKG}/bin/libamdhip64.so.7": pair_elf["hip"],
+        f"{PKG}/bin/libamd_comgr.so.3": pair_elf["comgr"],
+        f"{BASE_LIBS}/libhsa-runtime64-1a2b3c4d.so.1": pair_elf["hsa"],
+        f"{BASE_LIBS}/libLLVM-5e6f7a8b.so.22.1": pair_elf["llvm"],
+        f"{BASE_LIBS}/libz3-0a1b2c3d.so.4": pair_elf["z3"],
+    }
+    return with_licenses(m, f"moshi_rocm-{version}.dist-info", "moshi-rocm", version, info)
+
+
+def target_members(pair_elf, ggml_hip: str = "ggml-hip", **changes) -> dict:
+    info = target_json(**changes)
+    m: dict[str, bytes | Path] = {
+        f"{TPKG}/_target.json": json.dumps(info, indent=2).encode(),
+        f"{TPKG}/libggml-hip.so": pair_elf[ggml_hip],
+        f"{TPKG}/rocblas/library/TensileLibrary_Type_HH_Contraction_gfx1100.dat": b"kernels for gfx1100",
+        f"{TPKG}/rocblas/library/Kernels.so-000-gfx1100.hsaco": code_object("gfx1100", 80),
+        f"{TPKG}/rocblas/library/TensileLibrary_Type_HH_Contraction_gfx1100.co": compress_bundle(
+            bundle({"host-x86_64-unknown-linux-gnu-": b"", HIPV4 + "gfx1100": code_object("gfx1100", 96)}), 3, 1),
+        f"{TPKG}/rocblas/library/TensileLibrary_Type_HH_Contraction_fallback.dat": b"any target",
+        f"{TLIBS}/librocblas-5e6f7a8b.so.4": pair_elf["rocblas"],
+        f"{TLIBS}/libhipblas-4e5f6a7b.so.3.2": pair_elf["hipblas"],
+        f"{TLIBS}/librocsolver-0a1b2c3d.so.0": pair_elf["solver"],
+    }
+    return with_licenses(m, DIST_INFO, "moshi-rocm-gfx1100", VERSION, info, requires=f"moshi-rocm=={VERSION}")
+
+
+def pack_base(directory: Path, content: dict, version: str = VERSION) -> Path:
+    return pack(directory, content, dist_info=f"moshi_rocm-{version}.dist-info")
+
+
+def verify_pair(path: Path, tmp_path: Path, **kwargs) -> verify.VerifyReport:
+    kwargs.setdefault("probe_root", fake_probe_root())
+    report = verify.verify_wheel(path, build_paths=[tmp_path / "build-cache"], **kwargs)
+    print(f"{path.name} ({report.label})\n" + "\n".join(report.lines()))
+    return report
+
+
+def results_of(report: verify.VerifyReport) -> dict[str, verify.CheckResult]:
+    return {c.name: c for c in report.checks}
+
+
+PAIR_CHECKS = ["base-wheel", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
+               "code-selection", "standins", "build-paths", "licenses", "manylinux"]
+
+
+def test_a_base_wheel_is_verified_on_its_own(tmp_path, pair_elf):
+    base = pack_base(tmp_path / "wheelhouse", base_members(pair_elf))
+    report = verify_pair(base, tmp_path)
+    results = results_of(report)
+    assert list(results) == PAIR_CHECKS[1:]
+    assert failing(results) == {}
+    assert (report.kind, report.gpu_target, report.label) == ("base", None, "base wheel")
+    for name in ("gpu-code", "kernels", "code-selection"):
+        assert results[name].line == f"PASS {name}: not applicable: a base wheel carries no GPU code"
+    assert results["backends"].line == (f"PASS backends: {PKG}/bin/: 1 libggml-cpu-*.so (the GPU backend comes with "
+                                        "the target wheels)")
+    assert results["elf-closure"].line.endswith(f"dlopen'd: libamd_comgr.so.3; {PKG}/bin/ holds the 2 SONAMEs it provides")
+    assert results["standins"].line == ("PASS standins: libz3.so.4 stands in for Z3 4.13.3 (2 functions); only "
+                                        "libLLVM.so.22.1 imports them")
+    assert results["runtime-info"].line == ("PASS runtime-info: moshi-rocm 1.0.post0: the base wheel, providing "
+                                            "2 SONAMEs to moshi-rocm-{gpu_target} wheels")
+    assert report.to_json()["kind"] == "base" and "base" not in report.to_json()
+
+
+def test_a_base_wheel_with_a_gpu_backend_or_a_missing_provided_library_fails(tmp_path, pair_elf):
+    content = base_members(pair_elf, provides=["libggml-base.so.0", "libamdhip64.so.7", "libhipblas.so.3"])
+    content[f"{PKG}/bin/libggml-hip.so"] = pair_elf["ggml-base"]
+    assert failing(results_of(verify_pair(pack_base(tmp_path / "w", content), tmp_path))) == {
+        "elf-closure": f"FAIL elf-closure: {PKG}/_runtime.json provides libhipblas.so.3 to target wheels, but "
+                       f"{PKG}/bin/ has no such file",
+        "backends": f"FAIL backends: {PKG}/bin/ has libggml-hip.so: a base wheel carries no GPU backend (it comes "
+                    "with the target wheels)"}
+
+
+def recording_probe_root(seen: list[str]) -> code_selection.ProbeRoot:
+    """The offload reader standing in for comgr; records what was unpacked for the probe."""
+    def run(argv):
+        manifest = json.loads(Path(argv[2]).read_text())
+        comgr = Path(manifest["comgr"])
+        unpacked = comgr.parents[2]          # <unpacked>/moshi_rocm/bin/libamd_comgr.so.3
+        seen.extend(sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file()))
+        return offload_reader_probe(argv)
+    return code_selection.ProbeRoot(Path("/"), run)
+
+
+def test_a_good_pair_passes(tmp_path, pair_elf):
+    base = pack_base(tmp_path / "wheelhouse", base_members(pair_elf))
+    target = pack(tmp_path / "wheelhouse", target_members(pair_elf))
+    unpacked: list[str] = []
+    report = verify_pair(target, tmp_path, probe_root=recording_probe_root(unpacked))
+    results = results_of(report)
+    assert list(results) == PAIR_CHECKS
+    assert failing(results) == {}
+    assert report.kind == "target" and report.base == {"wheel": base.name, "version": VERSION}
+    assert report.label == f"gfx1100, with {base.name}"
+    assert results["base-wheel"].line == (f"PASS base-wheel: {base.name} (beside it): moshi-rocm 1.0.post0, "
+                                          f"providing 2 SONAMEs in {PKG}/bin/")
+    assert results["runtime-info"].line == ("PASS runtime-info: moshi-rocm-gfx1100 1.0.post0 for gfx1100, with "
+                                            "moshi-rocm 1.0.post0")
+    assert results["elf-closure"].line == (
+        f"PASS elf-closure: 5 ELF files, 3 DT_NEEDED resolved inside the wheel, 3 in the base wheel's {PKG}/bin/ "
+        f"(libamdhip64.so.7, libggml-base.so.0), the rest on the {TAG} allow-list; dlopen'd: none")
+    assert results["rpath"].line == (f"PASS rpath: every RPATH/RUNPATH of 5 ELF files is $ORIGIN-relative, in the "
+                                     f"wheel or the base wheel's {PKG}/bin/ (2 naming the base)")
+    assert results["backends"].line == (f"PASS backends: {TPKG}/libggml-hip.so: the GPU backend the launcher loads "
+                                        "(GGML_BACKEND_PATH)")
+    assert results["kernels"].line == (f"PASS kernels: {TPKG}/rocblas/library/: 3 gfx1100 files, 1 for any target")
+    assert results["code-selection"].line == (
+        "PASS code-selection: the base wheel's comgr gives a gfx1100 code object for each of 4 bundles and "
+        "code-object files (4 files) and nothing for 13 other targets")
+    # comgr is unpacked from the base wheel with what it loads (not the tools), beside the target's bundles
+    assert [m for m in unpacked if not m.startswith(f"{TPKG}/")] == [
+        f"{PKG}.libs/libLLVM-5e6f7a8b.so.22.1", f"{PKG}.libs/libz3-0a1b2c3d.so.4", f"{PKG}/bin/libamd_comgr.so.3",
+        f"{TLIBS}/librocblas-5e6f7a8b.so.4"]
+    assert results["standins"].line == (
+        "PASS standins: librocsolver.so.0 stands in for rocSOLVER 7.2.4 (2 functions); only libhipblas.so.3 imports "
+        "them, and nothing imports its solver functions; libz3.so.4 stands in for Z3 4.13.3 (2 functions); only "
+        "libLLVM.so.22.1 imports them (in either wheel of the pair)")
+    assert results["manylinux"].line.startswith(f"PASS manylinux: {TAG} matches the newest symbol versions: GLIBC_2.34")
+    # The base wheel given explicitly, from another folder, does the same.
+    alone = pack(tmp_path / "alone", target_members(pair_elf))
+    given = verify_pair(alone, tmp_path, base=base)
+    assert given.ok and results_of(given)["base-wheel"].line.startswith(f"PASS base-wheel: {base.name} (given): ")
+
+
+def test_a_target_wheel_alone_fails_with_one_line(tmp_path, pair_elf):
+    target = pack(tmp_path / "alone", target_members(pair_elf))
+    line = (f"FAIL base-wheel: {target.name} is a target wheel: verify it with its base wheel moshi-rocm==1.0.post0 "
+            "(put moshi_rocm-1.0.post0-*.whl beside it or pass --base)")
+    report = verify_pair(target, tmp_path)
+    assert report.lines() == [line] and not report.ok
+    assert report.to_json()["kind"] == "target" and report.to_json()["base"] is None
+    # A base wheel of another version beside it is not its base wheel.
+    pack_base(tmp_path / "alone", base_members(pair_elf, "1.1"), "1.1")
+    assert verify_pair(target, tmp_path).lines() == [line]
+
+
+def test_a_base_wheel_of_another_version_fails_naming_both(tmp_path, pair_elf):
+    base = pack_base(tmp_path / "other", base_members(pair_elf, "1.1"), "1.1")
+    target = pack(tmp_path / "wheelhouse", target_members(pair_elf))
+    report = verify_pair(target, tmp_path, base=base)
+    assert report.lines() == [f"FAIL base-wheel: {base.name} is moshi-rocm 1.1, but {target.name} is version "
+                              "1.0.post0: a target wheel goes with the base wheel of its own version "
+                              "(moshi-rocm==1.0.post0)"]
+    assert report.to_json()["base"] == {"wheel": base.name, "version": "1.1"}
+    # Another target wheel is not a base wheel.
+    report = verify_pair(target, tmp_path, base=pack(tmp_path / "another", target_members(pair_elf)))
+    assert report.lines()[0].startswith(f"FAIL base-wheel: {target.name} is not the base wheel moshi-rocm")
+
+
+def test_a_target_needing_a_soname_the_base_does_not_provide_fails_elf_closure(tmp_path, pair_elf):
+    base = pack_base(tmp_path / "wheelhouse", base_members(pair_elf, provides=["libamdhip64.so.7"]))
+    target = pack(tmp_path / "wheelhouse", target_members(pair_elf))
+    assert failing(results_of(verify_pair(target, tmp_path))) == {"elf-closure": (
+        f"FAIL elf-closure: {TPKG}/libggml-hip.so needs libggml-base.so.0: the base wheel has it "
+        f"({PKG}/bin/libggml-base.so.0), but does not provide it (its _runtime.json provides libamdhip64.so.7)")}
+    assert base.exists()
+
+
+def test_a_target_linking_a_library_the_base_grafted_fails(tmp_path, pair_elf):
+    pack_base(tmp_path / "wheelhouse", base_members(pair_elf))
+    target = pack(tmp_path / "wheelhouse", target_members(pair_elf, "ggml-hip-hsa"))
+    assert failing(results_of(verify_pair(target, tmp_path))) == {
+        "elf-closure": f"FAIL elf-closure: {TPKG}/libggml-hip.so needs libhsa-runtime64-1a2b3c4d.so.1: the base wheel "
+                       f"has it ({BASE_LIBS}/libhsa-runtime64-1a2b3c4d.so.1), but does not provide it (its "
+                       "_runtime.json provides libamdhip64.so.7, libggml-base.so.0)",
+        "rpath": f"FAIL rpath: {TPKG}/libggml-hip.so: RPATH entries outside {TPKG}/, {TLIBS}/ and the base wheel's "
+                 f"{PKG}/bin/: $ORIGIN/../{BASE_LIBS} ({BASE_LIBS})"}
+
+
+def test_a_target_calling_the_bases_standin_fails_standins(tmp_path, pair_elf):
+    pack_base(tmp_path / "wheelhouse", base_members(pair_elf))
+    target = pack(tmp_path / "wheelhouse", target_members(pair_elf, "ggml-hip-z3"))
+    failed = failing(results_of(verify_pair(target, tmp_path)))
+    assert failed["standins"] == ("FAIL standins: libggml-hip.so imports Z3_mk_config, which only the stand-in "
+                                  "libz3.so.4 defines (each of its functions returns 0 (not implemented))")
+    assert "libz3-0a1b2c3d.so.4" in failed["elf-closure"]
+
+
+def test_a_target_without_its_backend_or_pin_fails(tmp_path, pair_elf):
+    pack_base(tmp_path / "wheelhouse", base_members(pair_elf))
+    content = target_members(pair_elf, requires="moshi-rocm>=1.0", backend="libggml-rocm.so")
+    content[f"{PKG}/bin/libextra.so"] = b"not the target's to write"
+    failed = failing(results_of(verify_pair(pack(tmp_path / "wheelhouse", content), tmp_path)))
+    assert failed == {
+        "runtime-info": f"FAIL runtime-info: {TPKG}/_target.json requires 'moshi-rocm>=1.0', not moshi-rocm==1.0.post0; "
+                        f"1 file outside {TPKG}/ and {TLIBS}/ (they would overwrite the base wheel's or another "
+                        f"target's), e.g. {PKG}/bin/libextra.so",
+        "backends": f"FAIL backends: {TPKG}/_target.json names the backend libggml-rocm.so, but "
+                    f"{TPKG}/libggml-rocm.so is not in the wheel; the launcher would load no GPU backend"}
+
+
+def test_cli_reports_the_pair(tmp_path, pair_elf, capsys, offload_reader_for_comgr):
+    base = pack_base(tmp_path / "wheelhouse", base_members(pair_elf))
+    target = pack(tmp_path / "wheelhouse", target_members(pair_elf))
+    assert run_cli(["verify", "--json", str(base), str(target)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True
+    assert [(w["kind"], w["gpu_target"]) for w in doc["wheels"]] == [("base", None), ("target", "gfx1100")]
+    assert doc["wheels"][1]["base"] == {"wheel": base.name, "version": VERSION}
+    assert [c["check"] for c in doc["wheels"][1]["checks"]] == PAIR_CHECKS
+    # Alone in its folder: one line and the exit code of a failed check; --base pairs it.
+    alone = pack(tmp_path / "alone", target_members(pair_elf))
+    assert run_cli(["verify", str(alone)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{alone.name} (gfx1100, no base wheel, ")
+    assert out[1:] == [f"  FAIL base-wheel: {alone.name} is a target wheel: verify it with its base wheel "
+                       "moshi-rocm==1.0.post0 (put moshi_rocm-1.0.post0-*.whl beside it or pass --base)"]
+    assert run_cli(["verify", "--base", str(base), str(alone)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{alone.name} (gfx1100, with {base.name}, ")
+    assert [l.split(":")[0] for l in out[1:]] == [f"  PASS {c}" for c in PAIR_CHECKS]
+
+
+def test_a_self_contained_wheel_reports_as_before(tmp_path, elf):
+    report = verify.verify_wheel(pack(tmp_path / "w", members(elf)), probe_root=fake_probe_root())
+    assert report.kind == "wheel" and report.label == TARGET
+    assert set(report.to_json()) == {"wheel", "gpu_target", "ok", "seconds", "checks"}

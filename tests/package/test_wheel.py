@@ -213,18 +213,28 @@ def test_template_renders_a_valid_project():
     text = project.render_pyproject(
         (TEMPLATE / "pyproject.toml.in").read_text(), name="moshi-rocm-gfx1100", version="0.0.0.post3",
         summary='quotes " and \\ survive', license="MIT AND LGPL-2.1-or-later", keywords=["gfx1100"],
-        package="moshi_rocm", scripts={"moshi-tts": "moshi_rocm.tools:moshi_tts"})
+        packages=["src/moshi_rocm"], scripts={"moshi-tts": "moshi_rocm.tools:moshi_tts"})
     data = tomllib.loads(text)
     assert data["project"]["name"] == "moshi-rocm-gfx1100"
     assert data["project"]["description"] == 'quotes " and \\ survive'
     assert data["project"]["license"] == "MIT AND LGPL-2.1-or-later"
     assert data["project"]["license-files"] == ["LICENSES/**/*"]
     assert data["project"]["scripts"] == {"moshi-tts": "moshi_rocm.tools:moshi_tts"}
-    assert "dependencies" not in data["project"]
+    assert data["project"]["dependencies"] == []
     skb = data["tool"]["scikit-build"]
     assert skb["wheel"]["py-api"] == "py3"
     assert skb["wheel"]["packages"] == ["src/moshi_rocm"]
     assert data["build-system"]["build-backend"] == "scikit_build_core.build"
+
+
+def test_a_target_wheel_project_requires_its_base_and_has_no_package():
+    text = project.render_pyproject(
+        (TEMPLATE / "pyproject.toml.in").read_text(), name="moshi-rocm-gfx1100", version="1.0.post2",
+        summary="s", license="MIT", keywords=[], packages=[], scripts={}, dependencies=["moshi-rocm==1.0.post2"])
+    data = tomllib.loads(text)
+    assert data["project"]["dependencies"] == ["moshi-rocm==1.0.post2"]
+    assert data["project"].get("scripts", {}) == {}
+    assert data["tool"]["scikit-build"]["wheel"]["packages"] == []
 
 
 def test_template_cmake_only_installs():

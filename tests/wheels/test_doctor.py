@@ -1,11 +1,16 @@
-"""moshi-rocm doctor: the verdict for a machine, read from fake KFD topologies in the real format.
+"""moshi-rocm doctor: the verdict for a machine, read from fake KFD topologies in the real format;
+and, for the base wheel, the launcher's choice among installed target wheels (docs/WHEEL-PAIR.md).
 
 Fast tests run the wheel's package (wheels/src/moshi_rocm, with a _runtime.json
 holding the target table the builder writes) as `python -m moshi_rocm doctor`
 against sysfs and /dev trees laid out in tmp_path (MOSHI_ROCM_SYSFS,
-MOSHI_ROCM_DEV), with Python 3.8 where this machine has it. The slow test runs
-the installed test application's wheel in the clean root filesystem, where the
-files written under ROOT/sys and ROOT/dev are what the tool sees.
+MOSHI_ROCM_DEV), with Python 3.8 where this machine has it. A self-contained
+wheel's _runtime.json (no "kind", its own gpu_target) is what the first tests
+install; the split-wheel tests install a base package and target folders
+(moshi_rocm_gfx*/_target.json) beside it and run a fake tool through the
+launcher. The slow test runs the installed test application's wheel in the
+clean root filesystem, where the files written under ROOT/sys and ROOT/dev are
+what the tool sees.
 """
 
 from __future__ import annotations
@@ -394,14 +399,14 @@ def test_doctor_from_the_installed_wheel_in_the_clean_root(installed_testapp_whe
         print(r.stdout, r.stderr)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "/dev/kfd: ok (read/write)" in r.stdout
-        assert verdict(r) == ("verdict:  this wheel fits GPU 0 (gfx1100, this wheel's target): "
+        assert verdict(r) == ("verdict:  moshi-rocm-gfx1100 fits GPU 0 (gfx1100, its target): "
                               "run the tools with -d ROCm0")
 
-        lay_out(["gfx1031"])
+        lay_out(["gfx1201"])
         r = run([moshi_rocm, "doctor"])
         assert r.returncode == 1
-        assert verdict(r) == ("verdict:  GPU 0 is a gfx1031: this wheel carries gfx1100 code: pip install "
-                              "moshi-rocm-gfx1030 and export HSA_OVERRIDE_GFX_VERSION=10.3.0")
+        assert verdict(r) == ("verdict:  GPU 0 is a gfx1201: the tools use gfx1100 code (moshi-rocm-gfx1100): "
+                              "pip install moshi-rocm-gfx1201")
 
         lay_out([])
         r = run([moshi_rocm, "doctor"])
@@ -413,8 +418,7 @@ def test_doctor_from_the_installed_wheel_in_the_clean_root(installed_testapp_whe
         r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", moshi_rocm, "doctor"])
         print(r.stdout, r.stderr)
         assert r.returncode == 1, r.stdout + r.stderr
-        assert verdict(r).startswith("verdict:  GPU 0 (gfx1100) fits this wheel, but /dev/kfd is not readable "
-                                     "and writable by this user (mode 000, group root)")
+        assert "/dev/kfd is not readable and writable by this user (mode 000, group root)" in verdict(r), verdict(r)
     finally:
         for p in made:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -446,3 +450,398 @@ def test_info_lists_the_standin_as_such(tmp_path, site):
     assert ("    a generated STAND-IN, not Z3, the SMT solver (libz3-4 4.13.4-1, libz3.so.4): each of its 2 Z3_* "
             "functions writes its name to stderr and aborts; only libLLVM.so.22.1 links it, for functions "
             "the tools never call") in lines
+
+
+# --------------------------------------------------------------------------- split wheels: base + targets
+
+VERSION = "1.0.post0"
+TOOL_ENV_SCRIPT = """#!/bin/sh
+echo "backend=${GGML_BACKEND_PATH-unset}"
+echo "kernels=${ROCBLAS_TENSILE_LIBPATH-unset}"
+echo "ld=${LD_LIBRARY_PATH-unset}"
+echo "args=$*"
+"""
+
+
+def base_runtime_info(version: str = VERSION) -> dict:
+    """What the builder writes into the base wheel's _runtime.json (docs/WHEEL-PAIR.md)."""
+    return {
+        "kind": "base", "distribution": "moshi-rocm", "version": version, "package": "moshi_rocm",
+        "tools": ["fake-tool"], "entry_points": {"fake_tool": "fake-tool"}, "bin_dir": "bin",
+        "library_dirs": ["bin", "../moshi_rocm.libs"], "env": {},
+        "launcher": {"device_flags": ["-d", "--device"], "device_aliases": [["HIP", "ROCm"]]},
+        "components": [{"name": "ggml", "version": "0.25.3", "license": "MIT"}],
+        "targets": project.target_table_for_runtime(KERNEL_TARGETS, "Debian's rocBLAS 7.2"),
+        "system_packages": [{"package": "libamdhip64-7", "version": "7.2.1-1", "license": "MIT",
+                             "libraries": ["libamdhip64.so.7"]}],
+        "build": {}, "standins": [], "dlopen": [],
+        "target_distribution": "moshi-rocm-{gpu_target}", "target_package": "moshi_rocm_{gpu_target}",
+        "provides": ["libggml-base.so.0", "libamdhip64.so.7"],
+    }
+
+
+def install_base(site: Path, version: str = VERSION) -> Path:
+    """The base wheel's package with a fake tool that prints the environment the launcher gave it."""
+    pkg = site / "moshi_rocm"
+    shutil.copytree(TEMPLATE_PKG, pkg, ignore=shutil.ignore_patterns("__pycache__", "selftest.py"))
+    (pkg / "_runtime.json").write_text(json.dumps(base_runtime_info(version)))
+    tool = pkg / "bin" / "fake-tool"
+    tool.parent.mkdir()
+    tool.write_text(TOOL_ENV_SCRIPT)
+    tool.chmod(0o755)
+    return pkg
+
+
+def install_target(site: Path, target: str, version: str = VERSION) -> Path:
+    """A target wheel's folder beside the base package: _target.json, the backend, the kernel folder."""
+    folder = site / f"moshi_rocm_{target}"
+    (folder / "rocblas" / "library").mkdir(parents=True)
+    (folder / "libggml-hip.so").write_bytes(b"")
+    (site / f"moshi_rocm_{target}.libs").mkdir()
+    (folder / "_target.json").write_text(json.dumps({
+        "kind": "target", "distribution": f"moshi-rocm-{target}", "version": version, "gpu_target": target,
+        "base": "moshi-rocm", "requires": f"moshi-rocm=={version}", "backend": "libggml-hip.so",
+        "env": {"ROCBLAS_TENSILE_LIBPATH": "rocblas/library"},
+        "library_dirs": [".", f"../moshi_rocm_{target}.libs"],
+        "components": [{"name": "rocBLAS", "version": "5.2.0", "license": "MIT"}],
+        "system_packages": [{"package": "librocsolver0", "version": "7.2.4-1~exp1+moshibuild1", "license": "MIT",
+                             "libraries": ["librocsolver.so.0"]}],
+        "build": {"rocm_stack": "7.2", "hip_version": "7.2.53211", "clang_version": "22.1.8",
+                  "rocblas_version": "5.2.0", "glibc_version": "2.41"},
+        "standins": [{"package": "librocsolver0", "replaces": "rocSOLVER 7.2.4", "consumer": "libhipblas.so.3",
+                      "return_value": 2, "symbols": ["rocsolver_sgetrf", "rocsolver_dgels"]}],
+    }))
+    return folder
+
+
+def run_package(site: Path, *args: str, sysfs: Path | None = None, dev: Path | None = None,
+                **extra: str) -> subprocess.CompletedProcess:
+    """`python -m moshi_rocm ARGS` with this site on the path and the fake machine (if given)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(site), **extra}
+    if sysfs is not None:
+        env.update(MOSHI_ROCM_SYSFS=str(sysfs), MOSHI_ROCM_DEV=str(dev))
+    r = subprocess.run([PYTHON, "-m", "moshi_rocm", *args], env=env, capture_output=True, text=True,
+                       timeout=60, cwd="/")
+    print(r.stdout, r.stderr)
+    return r
+
+
+def tool_env(site: Path, sysfs: Path | None = None, dev: Path | None = None, **extra: str) -> dict:
+    """The variables the fake tool saw, run through the launcher."""
+    r = run_package(site, "fake-tool", "-d", "HIP0", sysfs=sysfs, dev=dev, **extra)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split("=", 1) for line in r.stdout.splitlines())
+
+
+def test_one_target_installed_is_chosen_with_absolute_paths_inside_it(tmp_path, site):
+    install_base(site)
+    folder = install_target(site, "gfx1100")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1201"])   # the only one installed wins, whatever the GPU
+    seen = tool_env(site, sysfs, dev)
+    backend, kernels = Path(seen["backend"]), Path(seen["kernels"])
+    assert backend.is_absolute() and kernels.is_absolute()
+    assert backend == folder.resolve() / "libggml-hip.so"
+    assert kernels == folder.resolve() / "rocblas" / "library"
+    assert backend.relative_to(folder.resolve()) and kernels.relative_to(folder.resolve())
+    assert seen["ld"] == "unset"        # RUNPATHs do the work
+    assert seen["args"] == "-d ROCm0"
+
+
+def test_ld_library_path_gets_the_base_then_the_target_folders(tmp_path, site):
+    pkg = install_base(site)
+    folder = install_target(site, "gfx1100")
+    seen = tool_env(site, LD_LIBRARY_PATH="/opt/rocm/lib")
+    site_r = site.resolve()
+    assert seen["ld"].split(os.pathsep) == [str(pkg.resolve() / "bin"), str(site_r / "moshi_rocm.libs"),
+                                            str(folder.resolve()), str(site_r / "moshi_rocm_gfx1100.libs"),
+                                            "/opt/rocm/lib"]
+
+
+@pytest.mark.parametrize("installed, gpus, chosen", [
+    (["gfx1100", "gfx1201"], ["gfx1201"], "gfx1201"),
+    (["gfx1100", "gfx1201"], ["gfx1100"], "gfx1100"),
+    (["gfx1030", "gfx1100"], ["gfx1031"], "gfx1030"),             # the table's runs_as
+    (["gfx1100", "gfx1201"], ["gfx1150", "gfx1201"], "gfx1201"),  # the first GPU that has a wheel
+    (["gfx1100", "gfx1201"], ["gfx1201", "gfx1100"], "gfx1201"),  # ... in GPU order
+])
+def test_several_installed_the_gpu_decides(tmp_path, site, installed, gpus, chosen):
+    install_base(site)
+    for t in installed:
+        install_target(site, t)
+    sysfs, dev = machine(tmp_path / "machine", gpus)
+    seen = tool_env(site, sysfs, dev)
+    assert seen["backend"] == str(site.resolve() / f"moshi_rocm_{chosen}" / "libggml-hip.so")
+    assert seen["kernels"] == str(site.resolve() / f"moshi_rocm_{chosen}" / "rocblas" / "library")
+
+
+def test_several_installed_hsa_override_decides(tmp_path, site):
+    install_base(site)
+    for t in ("gfx1030", "gfx1100"):
+        install_target(site, t)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1100"])
+    seen = tool_env(site, sysfs, dev, HSA_OVERRIDE_GFX_VERSION="10.3.0")
+    assert seen["backend"] == str(site.resolve() / "moshi_rocm_gfx1030" / "libggml-hip.so")
+
+
+def test_several_installed_none_fits_runs_on_the_cpu(tmp_path, site):
+    install_base(site)
+    for t in ("gfx1030", "gfx1100"):
+        install_target(site, t)
+    for gpus in (["gfx1201"], []):
+        sysfs, dev = machine(tmp_path / f"machine{len(gpus)}", gpus)
+        seen = tool_env(site, sysfs, dev)
+        assert seen["backend"] == "unset" and seen["kernels"] == "unset"
+
+
+def test_moshi_rocm_target_picks(tmp_path, site):
+    install_base(site)
+    for t in ("gfx1100", "gfx1201"):
+        install_target(site, t)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1201"])
+    seen = tool_env(site, sysfs, dev, MOSHI_ROCM_TARGET="gfx1100")
+    assert seen["backend"] == str(site.resolve() / "moshi_rocm_gfx1100" / "libggml-hip.so")
+
+
+def test_moshi_rocm_target_not_installed_names_the_wheel(tmp_path, site):
+    install_base(site)
+    install_target(site, "gfx1100")
+    r = run_package(site, "fake-tool", MOSHI_ROCM_TARGET="gfx1030")
+    assert r.returncode == 127 and r.stdout == ""
+    assert "pip install moshi-rocm-gfx1030" in r.stderr
+    assert r.stderr.startswith("fake-tool: MOSHI_ROCM_TARGET=gfx1030, but moshi-rocm-gfx1030 is not installed "
+                               "(target wheels installed: gfx1100)")
+    bad = run_package(site, "fake-tool", MOSHI_ROCM_TARGET="radeon")
+    assert bad.returncode == 127 and "MOSHI_ROCM_TARGET=radeon is not a gfx target name" in bad.stderr
+
+
+def test_version_mismatch_is_ignored_with_a_warning_when_it_would_be_chosen(tmp_path, site):
+    install_base(site)
+    install_target(site, "gfx1100", version="0.9")
+    r = run_package(site, "fake-tool")
+    assert r.returncode == 0
+    assert "backend=unset" in r.stdout.splitlines()
+    assert r.stderr == (f"moshi-rocm: warning: ignoring {site.resolve()}/moshi_rocm_gfx1100: moshi-rocm-gfx1100 0.9 "
+                        f"does not match moshi-rocm {VERSION}: pip install moshi-rocm-gfx1100=={VERSION}\n")
+    # Beside a matching one: silent while the GPU picks the matching one ...
+    install_target(site, "gfx1201")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1201"])
+    r = run_package(site, "fake-tool", sysfs=sysfs, dev=dev)
+    assert r.stderr == "" and f"backend={site.resolve()}/moshi_rocm_gfx1201/libggml-hip.so" in r.stdout
+    # ... a warning when the GPU would have picked it; the matching one is then the only one.
+    sysfs, dev = machine(tmp_path / "machine2", ["gfx1100"])
+    r = run_package(site, "fake-tool", sysfs=sysfs, dev=dev)
+    assert "ignoring" in r.stderr and "moshi-rocm-gfx1100 0.9 does not match" in r.stderr
+    assert f"backend={site.resolve()}/moshi_rocm_gfx1201/libggml-hip.so" in r.stdout
+    # Named by MOSHI_ROCM_TARGET: an error.
+    r = run_package(site, "fake-tool", MOSHI_ROCM_TARGET="gfx1100")
+    assert r.returncode == 127 and f"pip install moshi-rocm-gfx1100=={VERSION}" in r.stderr
+
+
+def test_broken_target_wheel_is_ignored(tmp_path, site):
+    install_base(site)
+    (install_target(site, "gfx1100") / "libggml-hip.so").unlink()
+    r = run_package(site, "fake-tool")
+    assert "backend=unset" in r.stdout.splitlines()
+    assert "libggml-hip.so is missing: reinstall moshi-rocm-gfx1100" in r.stderr
+    (site / "moshi_rocm_gfx1100" / "_target.json").write_text("{")
+    r = run_package(site, "fake-tool")
+    assert "backend=unset" in r.stdout.splitlines() and "cannot be read" in r.stderr
+
+
+def test_base_only_runs_on_the_cpu(tmp_path, site):
+    install_base(site)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1100"])
+    seen = tool_env(site, sysfs, dev)
+    assert seen["backend"] == "unset" and seen["kernels"] == "unset"
+
+
+def test_self_contained_wheel_ignores_target_folders(tmp_path, site):
+    """A wheel built before the split: env relative to its package, no target wheel looked for."""
+    pkg = install_package(site, "gfx1100")
+    tool = pkg / "bin" / "fake-tool"
+    tool.parent.mkdir()
+    tool.write_text(TOOL_ENV_SCRIPT)
+    tool.chmod(0o755)
+    install_target(site, "gfx1201", version="1.0.post0")
+    seen = tool_env(site, MOSHI_ROCM_TARGET="gfx1030")
+    assert seen["backend"] == "unset"
+    assert seen["kernels"] == str(pkg / "rocblas" / "library")
+
+
+@pytest.mark.parametrize("gpu, expected", [
+    ("gfx1100", "GPU 0 is a gfx1100: no target wheel is installed for it, the tools run on the CPU: "
+                "pip install moshi-rocm-gfx1100"),
+    ("gfx1031", "GPU 0 is a gfx1031: no target wheel is installed for it, the tools run on the CPU; it runs "
+                "gfx1030 code with HSA_OVERRIDE_GFX_VERSION=10.3.0: pip install moshi-rocm-gfx1030 and export "
+                "HSA_OVERRIDE_GFX_VERSION=10.3.0"),
+    ("gfx1150", "GPU 0 is a gfx1150: there is no moshi-rocm wheel for gfx1150 (Debian's rocBLAS 7.2 ships no "
+                "kernels for gfx1150); the tools run on the CPU with -d CPU"),
+])
+def test_doctor_with_the_base_only_names_the_wheel_to_install(tmp_path, site, gpu, expected):
+    install_base(site)
+    sysfs, dev = machine(tmp_path / "machine", [gpu])
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert lines[0] == (f"wheel:    moshi-rocm {VERSION}, the base wheel (the tools; their GPU code comes in a "
+                        "target wheel)")
+    assert lines[1] == "targets:  none installed: the tools run on the CPU"
+    gpu_line = next(i for i, l in enumerate(lines) if l.startswith("GPU 0:"))
+    assert lines[gpu_line + 1] == "          " + expected.split(": ", 1)[1]
+    assert verdict(r) == "verdict:  " + expected
+
+
+def test_doctor_with_the_base_only_names_a_wheel_per_gpu(tmp_path, site):
+    install_base(site)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1150", "gfx1201"])
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 1
+    assert "          no target wheel is installed for it, the tools run on the CPU: pip install moshi-rocm-gfx1201" \
+        in r.stdout.splitlines()
+    # The GPU a wheel exists for is the one the verdict names.
+    assert verdict(r) == ("verdict:  GPU 1 is a gfx1201: no target wheel is installed for it, the tools run on "
+                          "the CPU: pip install moshi-rocm-gfx1201")
+
+
+def test_doctor_with_the_base_only_and_an_override_set(tmp_path, site):
+    install_base(site)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1031"])
+    r = doctor(site, sysfs, dev, override="10.3.0")
+    assert r.returncode == 1
+    assert verdict(r) == ("verdict:  GPU 0 is a gfx1031: HSA_OVERRIDE_GFX_VERSION=10.3.0 is set, so it needs "
+                          "gfx1030 code: pip install moshi-rocm-gfx1030")
+
+
+def test_doctor_says_which_target_wheel_the_tools_use_and_that_it_fits(tmp_path, site):
+    install_base(site)
+    install_target(site, "gfx1100")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1100"])
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith(f"target:   moshi-rocm-gfx1100 {VERSION}, code for gfx1100 (Radeon RX 7900")
+    assert "tools:    use moshi-rocm-gfx1100 (the only target wheel installed)" in lines
+    assert f"{dev}/kfd: ok (read/write)" in lines
+    assert verdict(r) == ("verdict:  moshi-rocm-gfx1100 fits GPU 0 (gfx1100, its target): "
+                          "run the tools with -d ROCm0")
+
+
+def test_doctor_target_installed_but_another_gpu(tmp_path, site):
+    install_base(site)
+    install_target(site, "gfx1100")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1201"])
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 1
+    assert verdict(r) == ("verdict:  GPU 0 is a gfx1201: the tools use gfx1100 code (moshi-rocm-gfx1100): "
+                          "pip install moshi-rocm-gfx1201")
+
+
+def test_doctor_target_needs_the_override(tmp_path, site):
+    install_base(site)
+    install_target(site, "gfx1030")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1031"])
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 1
+    assert verdict(r) == ("verdict:  GPU 0 is a gfx1031: runs its gfx1030 code with HSA_OVERRIDE_GFX_VERSION=10.3.0: "
+                          "export HSA_OVERRIDE_GFX_VERSION=10.3.0")
+    r = doctor(site, sysfs, dev, override="10.3.0")
+    assert r.returncode == 0
+    assert verdict(r) == ("verdict:  moshi-rocm-gfx1030 fits GPU 0 (gfx1031, runs its gfx1030 code with "
+                          "HSA_OVERRIDE_GFX_VERSION=10.3.0 (set)): run the tools with -d ROCm0")
+
+
+def test_doctor_with_moshi_rocm_target(tmp_path, site):
+    install_base(site)
+    for t in ("gfx1100", "gfx1201"):
+        install_target(site, t)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1201"])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(site),
+           "MOSHI_ROCM_SYSFS": str(sysfs), "MOSHI_ROCM_DEV": str(dev)}
+    run = lambda target: subprocess.run([PYTHON, "-m", "moshi_rocm", "doctor"], capture_output=True, text=True,
+                                        env={**env, "MOSHI_ROCM_TARGET": target}, timeout=60, cwd="/")
+    r = run("gfx1100")
+    print(r.stdout, r.stderr)
+    assert r.returncode == 1
+    assert "tools:    use moshi-rocm-gfx1100 (MOSHI_ROCM_TARGET=gfx1100)" in r.stdout.splitlines()
+    assert verdict(r) == ("verdict:  GPU 0 is a gfx1201: the tools use gfx1100 code (moshi-rocm-gfx1100): "
+                          "moshi-rocm-gfx1201 is installed, but the tools use moshi-rocm-gfx1100: "
+                          "export MOSHI_ROCM_TARGET=gfx1201")
+    r = run("gfx1030")
+    print(r.stdout, r.stderr)
+    assert r.returncode == 1
+    assert verdict(r).startswith("verdict:  the tools cannot start: MOSHI_ROCM_TARGET=gfx1030, but "
+                                 "moshi-rocm-gfx1030 is not installed")
+    assert verdict(r).endswith("pip install moshi-rocm-gfx1030")
+    # Without the variable, the GPU picks gfx1201.
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 0
+    assert "tools:    use moshi-rocm-gfx1201 (GPU 0 is a gfx1201)" in r.stdout.splitlines()
+
+
+def test_doctor_lists_a_mismatched_target_as_not_usable(tmp_path, site):
+    install_base(site)
+    install_target(site, "gfx1100", version="0.9")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1100"])
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert any(l.startswith("target:   moshi-rocm-gfx1100 0.9, code for gfx1100") and
+               l.endswith(f": NOT USABLE: moshi-rocm-gfx1100 0.9 does not match moshi-rocm {VERSION}: "
+                          f"pip install moshi-rocm-gfx1100=={VERSION}") for l in lines), lines
+    assert any(l.startswith("warning:  ignoring ") for l in lines)
+    assert verdict(r) == (f"verdict:  GPU 0 is a gfx1100: its target wheel cannot be used, the tools run on "
+                          f"the CPU: moshi-rocm-gfx1100 0.9 does not match moshi-rocm {VERSION}: "
+                          f"pip install moshi-rocm-gfx1100=={VERSION}")
+
+
+def test_info_lists_the_base_and_each_target(tmp_path, site):
+    pkg = install_base(site)
+    for t in ("gfx1100", "gfx1201"):
+        install_target(site, t)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1201"])
+    r = run_package(site, "info", sysfs=sysfs, dev=dev)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    site_r = site.resolve()
+    assert lines[0] == f"moshi-rocm {VERSION}, the base wheel (GPU code: the target wheels below)"
+    assert f"package:    {pkg.resolve()}" in lines
+    assert "  ggml 0.25.3 (MIT)" in lines and "  libamdhip64-7 7.2.1-1 (MIT): libamdhip64.so.7" in lines
+    at = lines.index("target wheels:")
+    for t in ("gfx1100", "gfx1201"):
+        i = lines.index(next(l for l in lines if l.startswith(f"  moshi-rocm-{t} {VERSION} for {t} (Radeon")))
+        assert i > at
+        block = lines[i:i + 14]
+        assert f"    folder:     {site_r}/moshi_rocm_{t}" in block
+        assert f"    backend:    {site_r}/moshi_rocm_{t}/libggml-hip.so (GGML_BACKEND_PATH for the tools)" in block
+        assert (f"    ROCBLAS_TENSILE_LIBPATH: {site_r}/moshi_rocm_{t}/rocblas/library (set for the tools)"
+                in block)
+        assert "      rocBLAS 5.2.0 (MIT)" in block
+        assert "      librocsolver0 7.2.4-1~exp1+moshibuild1 (MIT): librocsolver.so.0" in block
+        assert any(l.startswith("        a generated STAND-IN, not rocSOLVER 7.2.4: each of its 2 rocsolver_* "
+                                "functions returns 2") for l in block)
+    assert lines[-1] == f"the tools:  run gfx1201 code (moshi-rocm-gfx1201 {VERSION}: GPU 0 is a gfx1201)"
+    r = run_package(site, "info", MOSHI_ROCM_TARGET="gfx1100")
+    assert r.stdout.splitlines()[-1] == (f"the tools:  run gfx1100 code (moshi-rocm-gfx1100 {VERSION}: "
+                                         "MOSHI_ROCM_TARGET=gfx1100)")
+    # The package's own view of it.
+    code = ("import moshi_rocm; from moshi_rocm._launcher import code_summary, runtime_info; "
+            "print(moshi_rocm.gpu_target, [t.gpu_target for t in moshi_rocm.target_wheels()]); "
+            "print(code_summary(runtime_info()))")   # the heading of `moshi-rocm selftest`
+    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd="/",
+                       env={"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "MOSHI_ROCM_SYSFS": str(sysfs),
+                            "MOSHI_ROCM_DEV": str(dev)})
+    assert r.stdout == ("gfx1201 ['gfx1100', 'gfx1201']\n"
+                        f"with gfx1201 code (moshi-rocm-gfx1201 {VERSION}: GPU 0 is a gfx1201)\n"), r.stderr
+
+
+def test_info_with_the_base_only(tmp_path, site):
+    install_base(site)
+    r = run_package(site, "info")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert ("target wheels: none installed: the tools run on the CPU (`moshi-rocm doctor` names the one for this "
+            "machine's GPU)") in lines
+    assert lines[-1] == "the tools:  run on the CPU only (no target wheel is installed)"
+    r = run_package(site, "info", MOSHI_ROCM_TARGET="gfx1030")
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
+        "the tools:  cannot start: MOSHI_ROCM_TARGET=gfx1030, but moshi-rocm-gfx1030 is not installed")

@@ -1,8 +1,9 @@
 """moshi-rocm doctor | info | selftest
 python -m moshi_rocm doctor | info | selftest | TOOL [ARGS...] | --list | --info
 
-  doctor    does this machine have a GPU this wheel can use? (exit 0 if so)
-  info      versions of the bundled components, the gfx target, the paths
+  doctor    does this machine have a GPU the tools can use? (exit 0 if so); with the base
+            wheel alone, which target wheel (moshi-rocm-<gfx>) to install for it
+  info      versions of the bundled components, the installed target wheels, the paths
   selftest  run the bundled tools on a small job
   TOOL      run a bundled tool (the same as its console script)
   --list    the bundled tools; --info: _runtime.json as it is
@@ -15,16 +16,78 @@ import json
 import os
 import sys
 
-from ._launcher import PACKAGE_DIR, LauncherError, console_entry, runtime_info
+from ._launcher import (BACKEND_ENV, PACKAGE_DIR, LauncherError, console_entry, describe_selection,
+                        installed_targets, is_base, runtime_info, select_target)
 
 COMMANDS = ("doctor", "info", "selftest")
 
 
-def info_lines(info: dict, package_dir=PACKAGE_DIR) -> list:
-    """What `info` prints: the build, its paths and every bundled component with its version."""
+def _contents_lines(info: dict, indent: str = "") -> list:
+    """Components, build facts, system packages and stand-ins of one wheel's JSON."""
+    lines = [indent + "components:"]
+    for c in info.get("components", []):
+        lines.append("%s  %s %s (%s)" % (indent, c.get("name"), c.get("version"), c.get("license")))
+    build = info.get("build") or {}
+    if build.get("rocm_stack"):
+        lines.append("%sbuilt with: ROCm stack %s (HIP %s, clang %s, rocBLAS %s, glibc %s)" % (
+            indent, build.get("rocm_stack"), build.get("hip_version"), build.get("clang_version"),
+            build.get("rocblas_version"), build.get("glibc_version")))
+    packages = info.get("system_packages", [])
+    standins = {s.get("package"): s for s in info.get("standins", [])}
+    if packages:
+        lines.append(indent + "system libraries (distribution packages):")
+        for p in packages:
+            lines.append("%s  %s %s (%s): %s" % (indent, p.get("package"), p.get("version"), p.get("license"),
+                                                ", ".join(p.get("libraries", []))))
+            s = standins.get(p.get("package"))
+            if s:
+                behaviour = s.get("behaviour") or "returns %s (not implemented)" % s.get("return_value")
+                lines.append("%s    a generated STAND-IN, not %s: each of its %d %s* functions %s; "
+                             "only %s links it, for functions the tools never call"
+                             % (indent, s.get("replaces"), len(s.get("symbols", [])),
+                                (s.get("symbols") or ["?"])[0].split("_")[0] + "_", behaviour,
+                                s.get("consumer")))
+    return lines
+
+
+def _target_lines(info: dict, package_dir, environ) -> list:
+    """A base wheel's target wheels: each with its contents, then the one the tools use now."""
+    found = installed_targets(info, package_dir)
+    if not found:
+        return ["target wheels: none installed: the tools run on the CPU "
+                "(`moshi-rocm doctor` names the one for this machine's GPU)"]
+    lines = ["target wheels:"]
+    for t in found:
+        gpus = ((info.get("targets") or {}).get(t.gpu_target) or {}).get("gpus") or []
+        lines.append("  %s %s for %s%s" % (t.info.get("distribution") or "?", t.info.get("version", "?"),
+                                          t.gpu_target, " (%s)" % ", ".join(gpus) if gpus else ""))
+        lines.append("    folder:     %s" % t.folder)
+        if t.problem:
+            lines.append("    NOT USABLE: %s" % t.problem)
+        if not t.info:
+            continue
+        lines.append("    backend:    %s (%s for the tools)" % (t.backend(), BACKEND_ENV))
+        for var, rel in sorted(t.info.get("env", {}).items()):
+            lines.append("    %-11s %s (set for the tools)" % (var + ":", os.path.join(str(t.folder), rel)))
+        lines.append("    libraries:  %s" % ", ".join(os.path.normpath(os.path.join(str(t.folder), d))
+                                                     for d in t.info.get("library_dirs", [])))
+        lines.extend(_contents_lines(t.info, "    "))
+    return lines
+
+
+def info_lines(info: dict, package_dir=PACKAGE_DIR, environ=None) -> list:
+    """What `info` prints: the build, its paths and every bundled component with its version; for a
+    base wheel, then each installed target wheel and the one the tools use."""
+    base = is_base(info)
     bin_dir = os.path.join(str(package_dir), info.get("bin_dir", "bin"))
+    if base:
+        title = "%s %s, the base wheel (GPU code: the target wheels below)" % (
+            info.get("distribution", "?"), info.get("version", "?"))
+    else:
+        title = "%s %s for %s" % (info.get("distribution", "?"), info.get("version", "?"),
+                                  info.get("gpu_target", "?"))
     lines = [
-        "%s %s for %s" % (info.get("distribution", "?"), info.get("version", "?"), info.get("gpu_target", "?")),
+        title,
         "package:    %s" % package_dir,
         "tools:      %s (%s)" % (bin_dir, ", ".join(info.get("tools", [])) or "none"),
         "libraries:  %s" % ", ".join(os.path.normpath(os.path.join(str(package_dir), d))
@@ -33,29 +96,17 @@ def info_lines(info: dict, package_dir=PACKAGE_DIR) -> list:
     for var, rel in sorted(info.get("env", {}).items()):
         lines.append("%-11s %s (set for the tools)" % (var + ":", os.path.join(str(package_dir), rel)))
     lines.append("python:     %s (Python %s)" % (sys.executable, sys.version.split()[0]))
-    lines.append("components:")
-    for c in info.get("components", []):
-        lines.append("  %s %s (%s)" % (c.get("name"), c.get("version"), c.get("license")))
-    build = info.get("build") or {}
-    if build.get("rocm_stack"):
-        lines.append("built with: ROCm stack %s (HIP %s, clang %s, rocBLAS %s, glibc %s)" % (
-            build.get("rocm_stack"), build.get("hip_version"), build.get("clang_version"),
-            build.get("rocblas_version"), build.get("glibc_version")))
-    packages = info.get("system_packages", [])
-    standins = {s.get("package"): s for s in info.get("standins", [])}
-    if packages:
-        lines.append("system libraries (distribution packages):")
-        for p in packages:
-            lines.append("  %s %s (%s): %s" % (p.get("package"), p.get("version"), p.get("license"),
-                                              ", ".join(p.get("libraries", []))))
-            s = standins.get(p.get("package"))
-            if s:
-                behaviour = s.get("behaviour") or "returns %s (not implemented)" % s.get("return_value")
-                lines.append("    a generated STAND-IN, not %s: each of its %d %s* functions %s; "
-                             "only %s links it, for functions the tools never call"
-                             % (s.get("replaces"), len(s.get("symbols", [])),
-                                (s.get("symbols") or ["?"])[0].split("_")[0] + "_", behaviour,
-                                s.get("consumer")))
+    lines.extend(_contents_lines(info))
+    if base:
+        environ = os.environ if environ is None else environ
+        lines.extend(_target_lines(info, package_dir, environ))
+        try:
+            selection = select_target(info, environ, package_dir)
+        except LauncherError as e:
+            lines.append("the tools:  cannot start: %s" % e)
+        else:
+            lines.extend("warning:    %s" % w for w in selection.warnings)
+            lines.append("the tools:  run %s" % describe_selection(info, selection))
     return lines
 
 

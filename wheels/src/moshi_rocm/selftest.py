@@ -26,7 +26,7 @@ import wave
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ._launcher import LauncherError, prepare, runtime_info
+from ._launcher import LauncherError, code_summary, prepare, runtime_info
 
 TEXT = "The quick brown fox jumped over the sleeping dog."
 TIMEOUT = 900  # seconds per tool run; a tiny model takes seconds even on a CPU
@@ -116,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         info = runtime_info()
         print(f"moshi-rocm selftest: {info.get('distribution', '?')} {info.get('version', '?')} "
-              f"for {info.get('gpu_target', '?')}")
+              f"{code_summary(info)}")
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             result = run_selftest(args.keep, args.device)
