@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import sys
 import wave
 from pathlib import Path
@@ -141,6 +142,64 @@ def test_same_seed_same_files_other_seed_other_weights(tmp_path):
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() != (tmp_path / "c").read_bytes()
 
 
+def test_writes_without_numpy_the_same_bytes_in_every_process(tiny, tmp_path):
+    """The wheel has no dependencies: the generator must work with numpy unimportable, and a seed must
+    give the same files in another process (no dependence on hash seeds or numpy)."""
+    script = (
+        "import sys\n"
+        "sys.modules['numpy'] = None  # import numpy raises ImportError\n"
+        f"sys.path.insert(0, {str(WHEEL_SRC)!r})\n"
+        "from moshi_rocm import tinymodel\n"
+        f"tinymodel.write_models({str(tmp_path / 'models')!r}, 'tiny', seed=7)\n"
+        "assert sys.modules['numpy'] is None\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300,
+                       env=dict(os.environ, PYTHONHASHSEED="123"))
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.relative_to(tmp_path / "models") for p in (tmp_path / "models").rglob("*") if p.is_file())
+    assert len(written) == 10  # 9 model files and tinymodel.json
+    for rel in written:
+        assert (tmp_path / "models" / rel).read_bytes() == (tiny.root / rel).read_bytes(), rel
+
+
+def test_encodings_match_numpys_rounding():
+    values = np.concatenate([np.random.default_rng(0).standard_normal(5000).astype(np.float32) * 3,
+                             np.float32([0.0, -0.0, 1.0, 0.01, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8)])])
+    as_list = [float(v) for v in values]
+    bits = values.view("<u4").astype(np.uint64)
+    bf16 = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")  # round to nearest even
+    assert tinymodel._encode(as_list, "BF16") == bf16.tobytes()
+    assert tinymodel._encode(as_list, "F32") == values.astype("<f4").tobytes()
+    assert tinymodel._encode(as_list, "F16") == values.astype("<f2").tobytes()
+    assert tinymodel._encode(as_list, "I32") == values.astype("<i4").tobytes()
+
+
+def test_bf16_weights_are_scaled_and_not_periodic(tiny):
+    path = tiny.root / tinymodel.TTS_DIR / tinymodel.TTS_MODEL
+    h = header(path)
+    entry = h["transformer.layers.0.self_attn.in_proj_weight"]
+    start, end = entry["data_offsets"]
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        f.seek(8 + length + start)
+        raw = np.frombuffer(f.read(end - start), dtype="<u2")
+    w = (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])  # [6144, 2048]: 12.6M values
+    assert np.isfinite(w).all() and abs(float(w.std()) * np.sqrt(2048) - 1) < 0.01 and abs(float(w.mean())) < 1e-3
+    # values come from a cycle of tinymodel._POOL magnitudes with random signs: no row repeats another
+    assert len({row.tobytes() for row in w}) == len(w)
+    sub = w[:512, :512].astype(np.float64)
+    assert np.linalg.matrix_rank(sub) == 512
+
+
+def test_chunking_does_not_change_the_values(tmp_path, monkeypatch):
+    tensors = [tinymodel.Tensor("a", (3, 1001), "BF16", "normal"), tinymodel.Tensor("b", (7, 333), "F32", "unit"),
+               tinymodel.Tensor("c", (1001,), "F32", "ones")]
+    tinymodel.write_safetensors(tmp_path / "whole", tensors, 5)
+    monkeypatch.setattr(tinymodel, "_CHUNK", 64)
+    tinymodel.write_safetensors(tmp_path / "chunked", tensors, 5)
+    assert (tmp_path / "whole").read_bytes() == (tmp_path / "chunked").read_bytes()
+
+
 def test_real_size_inventory_matches_the_published_files():
     """Sizes from moshi.cpp's download lists (tools/kyutai_tts-1.6b-en_fr.txt, kyutai_stt-1b-en_fr-candle.txt,
     kyutai_tts-voices.txt): the real dimensions give the real file sizes (headers aside)."""
@@ -240,8 +299,8 @@ def moshi_wheel(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def installed(moshi_wheel, clean_root):
-    """The wheel with its [selftest] extra (numpy) in a venv of the clean root, the tiny model beside it."""
-    venv = clean_root.install([moshi_wheel], f"tinymodel-{os.getpid()}", requirements=("numpy",))
+    """The wheel alone (no numpy: the generator needs none) in a venv of the clean root, the tiny model beside it."""
+    venv = clean_root.install([moshi_wheel], f"tinymodel-{os.getpid()}")
     work = Path("/tmp") / f"tinymodel-{os.getpid()}"
     host = venv.host_path(work)
     shutil.rmtree(host, ignore_errors=True)

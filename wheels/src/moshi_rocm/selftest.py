@@ -1,7 +1,7 @@
 """moshi-rocm selftest [--device NAME] [--keep DIR]
 
 Makes a tiny Moshi TTS, STT and Mimi with random weights in a temporary
-folder (moshi_rocm.tinymodel; needs numpy: pip install '<this package>[selftest]'),
+folder (moshi_rocm.tinymodel, standard library only: nothing to install),
 then runs the bundled moshi-tts and moshi-stt on it on the best device
 (ROCm0 when the GPU is usable, else CPU), the same way the console scripts
 run them, and prints the frames per second of each. The speech is noise:
@@ -83,11 +83,7 @@ def _number(pattern, text: str) -> float:
 
 def run_selftest(workdir: Path, device: Optional[str] = None) -> dict:
     """Make the tiny models in `workdir`, run TTS then STT on them; return what was measured."""
-    try:
-        from . import tinymodel
-    except ImportError as e:  # numpy is an optional dependency of the wheel
-        raise SelftestError(f"the selftest needs numpy ({e}); install it with: "
-                            f"pip install '{runtime_info().get('distribution', 'moshi-rocm')}[selftest]'") from None
+    from . import tinymodel
     if device is None:
         device = best_device(list_devices())
     print(f"device: {device}")

@@ -25,25 +25,27 @@ file each part follows is named where it is written below):
     kyutai/stt-1b-en_fr-candle/mimi-pytorch-e351c8d8@125.safetensors  (hard link to the Mimi file)
     kyutai/stt-1b-en_fr-candle/tokenizer_en_fr_audio_8000.model   (hard link to the tokenizer)
 
-Only numpy is needed (safetensors files are written here directly: the
-format is an 8-byte header length, a JSON header and the raw data, and
-numpy has no bfloat16). Keep this file importable on Python 3.8.
+Only the standard library is needed, so `moshi-rocm selftest` works right
+after `pip install`: safetensors files are written here directly (an 8-byte
+header length, a JSON header and the raw little-endian data). Keep this file
+importable on Python 3.8.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
+import random
 import struct
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 # Bump when the files written change, so caches of generated models are refreshed.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 TTS_DIR = "kyutai/tts-1.6b-en_fr"
 STT_DIR = "kyutai/stt-1b-en_fr-candle"
@@ -125,7 +127,7 @@ TTS_AUDIO_DELAY = 1.28    # seconds; moshi-tts expects 16 frames at 12.5 Hz
 class Tensor(NamedTuple):
     name: str
     shape: Tuple[int, ...]
-    dtype: str            # safetensors dtype: F32, BF16 or I32
+    dtype: str            # safetensors dtype: F32, BF16, F16 or I32
     init: str             # normal (std = 1/sqrt(fan in)), unit (std 1), ones, zeros or small
 
 
@@ -141,7 +143,18 @@ class ModelFiles(NamedTuple):
 
 # -- safetensors -----------------------------------------------------------------
 
-_DTYPE_BYTES = {"F32": 4, "BF16": 2, "I32": 4}
+_DTYPE_BYTES = {"F32": 4, "BF16": 2, "F16": 2, "I32": 4}
+_SIGN_BIT = {"F32": 1 << 31, "BF16": 1 << 15, "F16": 1 << 15}  # I32 values are not sign-flipped
+_CONSTANTS = {"ones": 1.0, "zeros": 0.0, "small": 0.01}      # small: layer scales, keep the residual stream stable
+
+# Random values without numpy, fast enough for the real sizes (gigabytes): each
+# file draws _POOL standard normal values once; a tensor is that pool scaled
+# for its fan-in, encoded once per (scale, dtype), read cyclically from a
+# random offset, with every value's sign bit flipped at random (one big
+# integer XOR per chunk), so no two tensors and no two rows repeat each other.
+_POOL = 65537      # a prime: the cycle does not line up with row lengths
+_CHUNK = 1 << 20   # values encoded and written at once; even, so each chunk draws whole 32-bit
+                  # words of sign bits and the values do not depend on it
 
 
 def _nelements(shape: Sequence[int]) -> int:
@@ -151,35 +164,64 @@ def _nelements(shape: Sequence[int]) -> int:
     return n
 
 
-def _random_values(rng: "np.random.Generator", t: Tensor) -> "np.ndarray":
-    n = _nelements(t.shape)
-    if t.init == "ones":
-        return np.ones(n, dtype=np.float32)
-    if t.init == "zeros":
-        return np.zeros(n, dtype=np.float32)
-    if t.init == "small":  # layer scales: keep the residual stream stable
-        return np.full(n, 0.01, dtype=np.float32)
-    values = rng.standard_normal(n, dtype=np.float32)
-    if t.init == "normal":
-        fan_in = _nelements(t.shape[1:]) if len(t.shape) > 1 else 1
-        values *= np.float32(1.0 / np.sqrt(max(fan_in, 1)))
-    return values
-
-
-def _encode(values: "np.ndarray", dtype: str) -> bytes:
+def _encode(values: Sequence[float], dtype: str) -> bytes:
+    """`values` as little-endian `dtype` (BF16: the float32's high half, rounded to nearest even)."""
+    n = len(values)
     if dtype == "F32":
-        return values.astype("<f4").tobytes()
+        return struct.pack(f"<{n}f", *values)
+    if dtype == "F16":
+        return struct.pack(f"<{n}e", *values)
     if dtype == "I32":
-        return values.astype("<i4").tobytes()
-    if dtype == "BF16":  # round to nearest even, keep the high half
-        bits = values.astype("<f4").view("<u4").astype(np.uint64)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        return bits.astype("<u2").tobytes()
+        return struct.pack(f"<{n}i", *[int(v) for v in values])
+    if dtype == "BF16":  # the high half of the float32, rounded to nearest even
+        bits = struct.unpack(f"<{n}I", struct.pack(f"<{n}f", *values))
+        return struct.pack(f"<{n}H", *[(b + 0x7FFF + ((b >> 16) & 1)) >> 16 for b in bits])
     raise ValueError(f"unsupported dtype {dtype}")
 
 
+@functools.lru_cache(maxsize=16)
+def _sign_mask(count: int, dtype: str) -> int:
+    """The sign bits of `count` little-endian `dtype` values, as one integer."""
+    width = _DTYPE_BYTES[dtype]
+    return int.from_bytes(_SIGN_BIT[dtype].to_bytes(width, "little") * count, "little")
+
+
+def _scale(t: Tensor) -> float:
+    if t.init == "normal":  # std = 1/sqrt(fan in)
+        fan_in = _nelements(t.shape[1:]) if len(t.shape) > 1 else 1
+        return 1.0 / math.sqrt(max(fan_in, 1))
+    if t.init == "unit":
+        return 1.0
+    raise ValueError(f"unknown init {t.init!r} of {t.name}")
+
+
+def _tensor_data(rng: random.Random, pool: Sequence[float], encoded: Dict[Tuple[float, str], bytes],
+                 t: Tensor) -> Iterator[bytes]:
+    """The bytes of `t`, in chunks of at most _CHUNK values; `encoded` caches the scaled pools."""
+    n = _nelements(t.shape)
+    if t.init in _CONSTANTS:
+        one = _encode([_CONSTANTS[t.init]], t.dtype)
+        for start in range(0, n, _CHUNK):
+            yield one * min(_CHUNK, n - start)
+        return
+    key = (_scale(t), t.dtype)
+    if key not in encoded:
+        encoded[key] = _encode([v * key[0] for v in pool], t.dtype)
+    block, width, period = encoded[key], _DTYPE_BYTES[t.dtype], len(pool)
+    offset = rng.getrandbits(32) % period  # not randrange: its algorithm may change between versions
+    for start in range(0, n, _CHUNK):
+        count = min(_CHUNK, n - start)
+        first = (offset + start) % period
+        data = (block * ((first + count) // period + 1))[first * width:(first + count) * width]
+        if t.dtype in _SIGN_BIT:
+            signs = rng.getrandbits(count * width * 8) & _sign_mask(count, t.dtype)
+            data = (int.from_bytes(data, "little") ^ signs).to_bytes(count * width, "little")
+        yield data
+
+
 def write_safetensors(path: Path, tensors: Sequence[Tensor], seed: int) -> None:
-    """Write `tensors` with random values, one at a time (a real-size model does not fit twice in memory)."""
+    """Write `tensors` with random values (deterministic for `seed`), in chunks: a real-size model
+    does not fit in memory."""
     header: Dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in tensors:
@@ -188,14 +230,17 @@ def write_safetensors(path: Path, tensors: Sequence[Tensor], seed: int) -> None:
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)
+    pool = [rng.gauss(0.0, 1.0) for _ in range(_POOL)]
+    encoded: Dict[Tuple[float, str], bytes] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for t in tensors:
-            f.write(_encode(_random_values(rng, t), t.dtype))
+            for chunk in _tensor_data(rng, pool, encoded, t):
+                f.write(chunk)
     os.replace(tmp, path)
 
 
