@@ -17,6 +17,7 @@ from builder import pipeline
 from builder.check import sizes
 from builder.sources import fetch as sources
 from builder.envs import default_stack_name, get_environment, get_stack, stack_names
+from builder.rocm import targets
 from builder.rocm.targets import parse_gpu_targets, targets_table
 
 
@@ -144,16 +145,23 @@ def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
 @click.option("--build-number", type=click.IntRange(0), default=0, show_default=True,
               help="Our build number, appended to the application's release in the wheel version.")
 @click.option("--size-report", is_flag=True, help="List what takes the room in each wheel.")
+@click.option("--wheels", "wheel_set", type=click.Choice(pipeline.WHEEL_SETS), default="all", show_default=True,
+              help="base: only the shared moshi-rocm wheel (no per-target build); targets: only the "
+                   "moshi-rocm-<gfx> wheels (a CI matrix makes the base once, the targets in parallel).")
 @env_options
 @source_options
-def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, environment, recipes, fetch_options):
-    """The whole chain: build, then one wheel per gfx target (also: moshi-build --gpu-targets ...)."""
+def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, wheel_set, environment, recipes,
+            fetch_options):
+    """The whole chain: build, then the base wheel and one wheel per gfx target (also: moshi-build --gpu-targets ...)."""
     targets_list = parse_gpu_targets(gpu_targets)
+    targets.check_known_targets(targets_list)
+    built_for = [] if wheel_set == "base" else targets_list
     chosen = select_application(recipes, app)
-    report = pipeline.build(chosen, targets_list, environment, fetch_options, jobs=jobs,
+    report = pipeline.build(chosen, built_for, environment, fetch_options, jobs=jobs,
                             progress=fetch_options.progress, echo=click.echo)
-    wheels = pipeline.make_wheels(chosen, report, targets_list, environment, out_dir,
-                                  build_number=build_number, envs_dir=fetch_options.cache.envs, echo=click.echo)
+    wheels = pipeline.make_wheels(chosen, report, built_for, environment, out_dir,
+                                  build_number=build_number, envs_dir=fetch_options.cache.envs, echo=click.echo,
+                                  wheels=wheel_set)
     for w in wheels:
         click.echo(f"{w}  {w.stat().st_size / 1e6:.1f} MB")
     if size_report:
@@ -168,7 +176,7 @@ def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, environm
 @click.option("--device", default=None, help="ggml device, e.g. ROCm0 or CPU (default: ROCm0 if seen, else CPU).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for the tools.")
 @click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="An already built wheel of that target (default: pack one from the build).")
+              help="An already built wheel of that target, its base wheel beside it (default: pack both from the build).")
 @click.option("--app", default=None, help="Application recipe (default: moshi.cpp).")
 @env_options
 @source_options

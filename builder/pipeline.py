@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -71,11 +72,20 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
     return report
 
 
+WHEEL_SETS = ("all", "base", "targets")
+
+
 def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
                 environment: BuildEnvironment, out_dir: Path, build_number: int = 0,
-                envs_dir: Path | None = None, echo=print) -> list[Path]:
+                envs_dir: Path | None = None, echo=print, wheels: str = "all") -> list[Path]:
     """The base wheel and one wheel per gfx target (docs/WHEEL-PAIR.md), repaired and verified,
-    from the staged prefixes of a build; the base wheel's path comes first."""
+    from the staged prefixes of a build; the base wheel's path comes first.
+
+    wheels: "all", "base" (no target wheel) or "targets" (the base wheel is still made, in a
+    folder that is then deleted: the target wheels are checked against it; a CI matrix makes
+    and publishes the base in a job of its own)."""
+    if wheels not in WHEEL_SETS:
+        raise ValueError(f"wheels must be one of {WHEEL_SETS}, not {wheels!r}")
     from builder.package import project
     from builder.package import staging
     from builder.package import wheel  # heavy imports only when wheels are made
@@ -104,10 +114,26 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     in_targets = [c for r, c in zip(recipes.values(), components) if any(s.per_target for s in r.build)]
     common = dict(runtime_root=runtime_root, out_dir=out_dir, version=app.version, build_number=build_number,
                   build_info=build_info, echo=echo, compile_library=environment_compiler(environment))
-    base = wheel.build_wheel(kind="base", target=None, prefixes=base_prefixes, tools=tools, components=in_base,
-                             **common)
-    verify_built_wheel(base, report, runtime_root, envs_dir, echo)
-    paths = [base]
+    base_dir = Path(out_dir) / f".base-{os.getpid()}" if wheels == "targets" else Path(out_dir)
+    try:
+        base = wheel.build_wheel(kind="base", target=None, prefixes=base_prefixes, tools=tools,
+                                 components=in_base, **{**common, "out_dir": base_dir})
+        verify_built_wheel(base, report, runtime_root, envs_dir, echo)
+        paths = [base] if wheels != "targets" else []
+        if wheels != "base":
+            paths += _target_wheels(base, gpu_targets, report, per_target, in_targets, common, runtime_root,
+                                    envs_dir, echo)
+    finally:
+        if wheels == "targets":
+            shutil.rmtree(base_dir, ignore_errors=True)
+    return paths
+
+
+def _target_wheels(base: Path, gpu_targets, report, per_target, in_targets, common, runtime_root, envs_dir,
+                   echo) -> list[Path]:
+    from builder.package import wheel
+
+    paths = []
     provides = wheel.provided_by(base)
     for target in gpu_targets:
         prefixes = {r.step: r.prefix for r in report.results if r.target == target and r.step in per_target}

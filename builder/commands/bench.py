@@ -179,10 +179,12 @@ def bench(recipes: dict, gpu_target: str, environment, fetch_options, cache_root
     tools = stage_tree_tools(prefixes, app, work / f"bench-tools-{os.getpid()}")
     try:
         models = ensure_models(cache_root, size, echo)
-        if wheel is None:
-            (wheel,) = pipeline.make_wheels(recipes, report, [gpu_target], environment,
-                                            work / "bench-wheels", envs_dir=cache_root / "envs", echo=echo)
-        venv = CleanRoot(cache_root / "envs", echo=echo).install([wheel], f"bench-{gpu_target}")
+        if wheel is None:   # the base wheel and the target's
+            wheels = pipeline.make_wheels(recipes, report, [gpu_target], environment,
+                                          work / "bench-wheels", envs_dir=cache_root / "envs", echo=echo)
+        else:               # a target wheel finds its base beside it, as `moshi-build verify` does
+            wheels = [wheel, *sorted(p for p in wheel.parent.glob("moshi_rocm-*.whl") if p != wheel)]
+        venv = CleanRoot(cache_root / "envs", echo=echo).install(wheels, f"bench-{gpu_target}")
         device = device or pick_device(environment, tools, [cache_root])
         echo(f"running {TTS} --bench on {device} from the build tree ...")
         tree = run_tree(environment, tools, models, device, threads, [cache_root])

@@ -281,8 +281,9 @@ def moshi_wheel(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the build and clean roots need root")
     given = os.environ.get("MOSHI_BUILD_MOSHI_CPP_WHEEL")
-    if given:
-        return Path(given)
+    if given:   # a target wheel, its base beside it
+        given = Path(given)
+        return [given, *sorted(p for p in given.parent.glob("moshi_rocm-*.whl") if p != given)]
     from builder import pipeline
     from builder.envs import DebianEnvironment
     from builder.sources.recipe import load_recipes, select_application
@@ -293,14 +294,13 @@ def moshi_wheel(tmp_path_factory):
     recipes = select_application(load_recipes(), "moshi.cpp")
     env = DebianEnvironment(SHARED_CACHE / "envs")
     report = pipeline.build(recipes, ["gfx1100"], env, opts, progress=False)
-    (path,) = pipeline.make_wheels(recipes, report, ["gfx1100"], env, tmp_path_factory.mktemp("moshi-wheel"))
-    return path
+    return pipeline.make_wheels(recipes, report, ["gfx1100"], env, tmp_path_factory.mktemp("moshi-wheel"))
 
 
 @pytest.fixture(scope="module")
 def installed(moshi_wheel, clean_root):
     """The wheel alone (no numpy: the generator needs none) in a venv of the clean root, the tiny model beside it."""
-    venv = clean_root.install([moshi_wheel], f"tinymodel-{os.getpid()}")
+    venv = clean_root.install(moshi_wheel, f"tinymodel-{os.getpid()}")
     work = Path("/tmp") / f"tinymodel-{os.getpid()}"
     host = venv.host_path(work)
     shutil.rmtree(host, ignore_errors=True)
