@@ -67,7 +67,7 @@ def select(recipes: dict, names: tuple[str, ...]) -> list:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="moshi-build")
 def cli() -> None:
-    """Build self-contained ROCm wheels of moshi.cpp, one per gfx target."""
+    """Build ROCm wheels of moshi.cpp: a base wheel and one wheel per gfx target."""
 
 
 @cli.command()

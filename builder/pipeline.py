@@ -123,9 +123,12 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
         if wheels != "base":
             paths += _target_wheels(base, gpu_targets, report, per_target, in_targets, common, runtime_root,
                                     envs_dir, echo)
-    finally:
-        if wheels == "targets":
-            shutil.rmtree(base_dir, ignore_errors=True)
+    except BaseException:
+        if wheels == "targets" and base_dir.exists():
+            echo(f"the base wheel made to check the target wheels is kept in {base_dir}")
+        raise
+    if wheels == "targets":
+        shutil.rmtree(base_dir, ignore_errors=True)
     return paths
 
 

@@ -1,6 +1,7 @@
 """The GitHub Actions workflow in ci/github/workflows/: linted by actionlint, and held to the
 README's commands and to what `moshi-build matrix` really prints."""
 
+import fnmatch
 import json
 import os
 import re
@@ -61,7 +62,7 @@ def test_workflow_passes_actionlint():
 
 @pytest.mark.parametrize("old, new, complaint", [
     # a job that needs one that does not exist
-    ("    needs: wheel\n", "    needs: wheels\n", "job-needs"),
+    ("    needs: verify\n", "    needs: verfy\n", "job-needs"),
     # an output the matrix job does not have
     ("needs.matrix.outputs.matrix", "needs.matrix.outputs.matrx", "expression"),
     # an unquoted expansion in a run: script
@@ -80,29 +81,76 @@ def test_actionlint_rejects_a_broken_copy(tmp_path, old, new, complaint):
 def test_setup_steps_are_the_readme_setup_command():
     setup = readme_block_after("Set-up (installs")
     jobs = workflow()["jobs"]
-    for name in ("matrix", "wheel", "pages"):
+    for name in ("matrix", "base", "wheel", "verify", "pages"):
         (step,) = [s for s in jobs[name]["steps"] if s.get("name") == "Set up (README)"]
         assert step["run"].strip() == setup
 
 
-def test_wheel_job_runs_the_readme_main_command_as_root():
+# What the CI command may add to or leave out of the README's: which wheels, where GitHub
+# cannot be reached, and the progress bars.
+CI_ONLY_PARAMS = {"gpu_targets", "wheel_set", "mirrors", "source_overrides", "no_progress"}
+
+
+@pytest.mark.parametrize("job_name, wheel_set, gpu_target", [
+    # the shared wheel once; any one target of the matrix satisfies --gpu-targets
+    ("base", "base", "${{ fromJSON(needs.matrix.outputs.matrix).include[0].gpu_target }}"),
+    # a matrix job per target: its target wheel only
+    ("wheel", "targets", "${{ matrix.gpu_target }}"),
+])
+def test_wheel_jobs_run_the_readme_main_command_as_root(job_name, wheel_set, gpu_target):
+    """The README's main command makes the base and the target wheels (--wheels all); CI runs
+    that same command split in two: --wheels base once, --wheels targets per matrix entry."""
     main_command = shlex.split(readme_block_after("Main job (fetch"))
-    (step,) = steps_running(workflow()["jobs"]["wheel"], "moshi-build --gpu-targets")
+    job = workflow()["jobs"][job_name]
+    assert job["needs"] == "matrix"
+    assert ("strategy" in job) == (job_name == "wheel")  # the base wheel is made once
+    (step,) = steps_running(job, "moshi-build --gpu-targets")
     argv = shlex.split(step["run"])
     # the Debian build environment needs root; PATH keeps the set-up's moshi-build
     assert argv[:4] == ["sudo", "-E", "env", "PATH=$PATH"]
     argv = argv[4:]
     assert argv[:2] == main_command[:2] == ["moshi-build", "--gpu-targets"]
-    assert argv[2] == "$GPU_TARGET" and step["env"]["GPU_TARGET"] == "${{ matrix.gpu_target }}"
+    assert argv[2] == "$GPU_TARGET" and step["env"]["GPU_TARGET"] == gpu_target
     # Both are the bare form, which runs `all`: its parser accepts them (nothing is run).
     ci = all_cmd.make_context("all", [a.replace("$GPU_TARGET", "gfx1100") for a in argv[1:]])
     readme = all_cmd.make_context("all", main_command[1:])
     assert ci.params["gpu_targets"] == "gfx1100"
-    assert ci.params["out_dir"] == Path("wheelhouse")
     assert readme.params["gpu_targets"] == "gfx1100;gfx1030"
-    upload = [s for s in workflow()["jobs"]["wheel"]["steps"]
+    assert readme.params["wheel_set"] == "all"
+    assert ci.params["wheel_set"] == wheel_set
+    # Otherwise the same command: same options, or the defaults the README leaves them at.
+    assert set(ci.params) == set(readme.params)
+    assert ({k: v for k, v in ci.params.items() if k not in CI_ONLY_PARAMS}
+            == {k: v for k, v in readme.params.items() if k not in CI_ONLY_PARAMS})
+    assert ci.params["out_dir"] == Path("wheelhouse")
+    upload = [s for s in job["steps"]
               if s.get("uses", "").startswith("actions/upload-artifact@") and "if" not in s]
     assert upload[0]["with"]["path"] == f"{ci.params['out_dir']}/*.whl"
+
+
+def test_verify_and_publishing_see_every_wheel_artifact():
+    """Every wheel artifact of the base and wheel jobs is downloaded into one wheelhouse, and
+    verify checks them all there (a target wheel finds its base beside it)."""
+    jobs = workflow()["jobs"]
+    uploads = {}
+    for name in ("base", "wheel"):
+        (upload,) = [s for s in jobs[name]["steps"]
+                     if s.get("uses", "").startswith("actions/upload-artifact@") and "if" not in s]
+        uploads[name] = upload["with"]["name"]
+    assert uploads == {"base": "wheel-base", "wheel": "wheel-${{ matrix.gpu_target }}"}
+    assert sorted(jobs["verify"]["needs"]) == ["base", "wheel"]
+    assert "if" not in jobs["verify"]  # every run checks the set, not only tags
+    for name in ("verify", "pypi", "pages"):
+        (download,) = [s for s in jobs[name]["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+        pattern = download["with"]["pattern"]
+        for artifact in ("wheel-base", "wheel-gfx1100", "wheel-gfx1030"):
+            assert fnmatch.fnmatchcase(artifact, pattern), (name, artifact)
+        assert not fnmatch.fnmatchcase("logs-gfx1100", pattern)
+        assert download["with"]["path"] == "wheelhouse" and download["with"]["merge-multiple"] is True
+    (verify,) = steps_running(jobs["verify"], "moshi-build verify")
+    argv = shlex.split(verify["run"].replace("\\\n", " "))
+    assert argv[:3] == ["moshi-build", "verify", "wheelhouse/*.whl"]
+    assert argv[3::2] == ["--build-path"] * len(argv[3::2])  # nothing but more build paths
 
 
 def test_actions_are_pinned_to_commits():
@@ -153,7 +201,7 @@ def test_publishing_runs_only_for_tags_with_the_permissions_it_needs():
     assert workflow()["permissions"] == {"contents": "read"}
     for name in ("pypi", "pages"):
         assert jobs[name]["if"] == "startsWith(github.ref, 'refs/tags/')"
-        assert jobs[name]["needs"] == "wheel"
+        assert jobs[name]["needs"] == "verify"
         assert jobs[name]["permissions"]["id-token"] == "write"
     assert jobs["pypi"]["environment"]["name"] == "pypi"
     assert jobs["pages"]["permissions"]["pages"] == "write"

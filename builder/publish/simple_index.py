@@ -6,7 +6,11 @@
   OUT/simple/<project>/<file>       the file itself, unless --base-url says where files live
 
 With a base URL (e.g. a release's download address) the pages link there and no
-file is copied: a Pages site is limited to about 1 GB, and one ROCm wheel is 450 MB.
+file is copied: a Pages site is limited to about 1 GB, less than a release's wheels.
+
+Each distribution has its own page: the base wheel moshi-rocm and every target wheel
+moshi-rocm-<gfx> (docs/WHEEL-PAIR.md). The landing page's example names a project that
+requires another one of the index (a target wheel: installing it brings the base).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
                              parse_sdist_filename, parse_wheel_filename)
 
@@ -38,35 +43,43 @@ class Distribution:
     version: str
     sha256: str
     requires_python: str | None
+    requires: tuple[str, ...] = ()   # PEP 503 normalized names of its Requires-Dist
 
     @property
     def filename(self) -> str:
         return self.path.name
 
 
-def _wheel_requires_python(path: Path) -> str | None:
+def _wheel_metadata(path: Path) -> tuple[str | None, tuple[str, ...]]:
+    """Requires-Python, and the normalized names of the Requires-Dist entries."""
     with zipfile.ZipFile(path) as z:
         names = [n for n in z.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
         if len(names) != 1:
             raise ConfigurationError(f"{path}: not a wheel (no single *.dist-info/METADATA); remove it from the wheelhouse")
         metadata = email.parser.HeaderParser().parsestr(z.read(names[0]).decode("utf-8"))
-    return metadata.get("Requires-Python")
+    requires = []
+    for text in metadata.get_all("Requires-Dist") or []:
+        try:
+            requires.append(canonicalize_name(Requirement(text).name))
+        except InvalidRequirement:
+            continue  # only the landing page's example uses them
+    return metadata.get("Requires-Python"), tuple(requires)
 
 
 def read_distribution(path: Path) -> Distribution:
     try:
         if path.name.endswith(".whl"):
             name, version, _build, _tags = parse_wheel_filename(path.name)
-            requires_python = _wheel_requires_python(path)
+            requires_python, requires = _wheel_metadata(path)
         else:
             name, version = parse_sdist_filename(path.name)
-            requires_python = None
+            requires_python, requires = None, ()
     except (InvalidWheelFilename, InvalidSdistFilename) as e:
         raise ConfigurationError(f"{path}: {e}; rename or remove it") from None
     except zipfile.BadZipFile:
         raise ConfigurationError(f"{path}: not a zip file; rebuild or remove it") from None
     return Distribution(path=path, project=canonicalize_name(name), version=str(version),
-                        sha256=sha256_file(path), requires_python=requires_python)
+                        sha256=sha256_file(path), requires_python=requires_python, requires=requires)
 
 
 def scan(wheelhouse: Path) -> list[Distribution]:
@@ -110,8 +123,16 @@ def project_page(project: str, dists: list[Distribution], base_url: str | None) 
     return _page(f"Links for {project}", [f"<h1>Links for {html.escape(project)}</h1>", *links])
 
 
-def landing_page(projects: list[str]) -> str:
-    example = projects[0]
+def example_project(dists: list[Distribution]) -> str:
+    """The project to name in the install example: the first that requires another project of
+    the index (a target wheel, which brings its base), else the first."""
+    projects = sorted({d.project for d in dists})
+    dependent = sorted({d.project for d in dists if set(d.requires) & (set(projects) - {d.project})})
+    return (dependent or projects)[0]
+
+
+def landing_page(projects: list[str], example: str | None = None) -> str:
+    example = example or projects[0]
     items = [f"<li><code>{html.escape(p)}</code></li>" for p in projects]
     return _page("moshi-build wheels", [
         "<h1>moshi-build wheels</h1>",
@@ -156,7 +177,7 @@ def write_index(dists: list[Distribution], out: Path, base_url: str | None = Non
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    (out / "index.html").write_text(landing_page(projects), encoding="utf-8")
+    (out / "index.html").write_text(landing_page(projects, example_project(dists)), encoding="utf-8")
     return out / "simple"
 
 

@@ -16,16 +16,19 @@ from builder.cli import main
 
 
 def make_wheel(directory: Path, filename_name: str, metadata_name: str, version: str,
-               module: str, requires_python: str | None = None) -> Path:
-    """A small, valid, installable pure-Python wheel (RECORD with hashes, as pip checks it)."""
+               module: str, requires_python: str | None = None, tag: str = "py3-none-any",
+               requires_dist: tuple[str, ...] = ()) -> Path:
+    """A small, valid, installable wheel (RECORD with hashes, as pip checks it)."""
     dist_info = f"{filename_name}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {metadata_name}\nVersion: {version}\n"
     if requires_python:
         metadata += f"Requires-Python: {requires_python}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires_dist)
+    purelib = "true" if tag.endswith("-any") else "false"
     files = {
         f"{module}.py": f"VERSION = {version!r}\n",
         f"{dist_info}/METADATA": metadata,
-        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist_info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: {purelib}\nTag: {tag}\n",
     }
     record = []
     for name, text in files.items():
@@ -33,7 +36,7 @@ def make_wheel(directory: Path, filename_name: str, metadata_name: str, version:
         record.append(f"{name},sha256={digest},{len(text.encode())}")
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
-    path = directory / f"{filename_name}-{version}-py3-none-any.whl"
+    path = directory / f"{filename_name}-{version}-{tag}.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for name, text in files.items():
             z.writestr(name, text)
@@ -116,6 +119,55 @@ def test_pages_have_normalized_names_links_and_sha256(wheelhouse, tmp_path):
     assert only[1] == "Moshi.Rocm_TestA-1.0-py3-none-any.whl"
     assert "data-requires-python" not in only[0]
     assert (out / "index.html").is_file() and "simple/" in (out / "index.html").read_text()
+
+
+@pytest.fixture
+def pair_house(tmp_path):
+    """A release as moshi-build makes it (docs/WHEEL-PAIR.md): the base wheel and a target wheel
+    that requires it, with different manylinux tags."""
+    house = tmp_path / "pair"
+    house.mkdir()
+    make_wheel(house, "moshi_rocm", "moshi-rocm", "1.0", "moshi_rocm", requires_python=">=3.8",
+               tag="py3-none-manylinux_2_39_x86_64")
+    make_wheel(house, "moshi_rocm_gfx1100", "moshi-rocm-gfx1100", "1.0", "moshi_rocm_gfx1100",
+               tag="py3-none-manylinux_2_38_x86_64", requires_dist=("moshi-rocm==1.0",))
+    return house
+
+
+BASE_WHEEL = "moshi_rocm-1.0-py3-none-manylinux_2_39_x86_64.whl"
+TARGET_WHEEL = "moshi_rocm_gfx1100-1.0-py3-none-manylinux_2_38_x86_64.whl"
+
+
+@pytest.mark.parametrize("base_url", [None, "https://example.invalid/releases/download/v1.0"])
+def test_base_and_target_wheels_get_a_page_each(pair_house, tmp_path, base_url):
+    simple, dists = simple_index.build_index(pair_house, tmp_path / "site", base_url=base_url)
+    assert {(d.project, d.version, d.filename) for d in dists} == {
+        ("moshi-rocm", "1.0", BASE_WHEEL), ("moshi-rocm-gfx1100", "1.0", TARGET_WHEEL)}
+    assert [(a["href"], text) for a, text in anchors(simple / "index.html")] == [
+        ("moshi-rocm/", "moshi-rocm"), ("moshi-rocm-gfx1100/", "moshi-rocm-gfx1100")]
+    for project, filename in (("moshi-rocm", BASE_WHEEL), ("moshi-rocm-gfx1100", TARGET_WHEEL)):
+        (link,) = anchors(simple / project / "index.html")  # its own file only, not the other's
+        assert link[1] == filename
+        expected = f"{base_url}/{filename}" if base_url else filename
+        assert link[0]["href"] == f"{expected}#sha256={sha256(pair_house / filename)}"
+        copied = sorted(p.name for p in (simple / project).iterdir())
+        assert copied == (["index.html"] if base_url else sorted(["index.html", filename]))
+    assert anchors(simple / "moshi-rocm" / "index.html")[0][0]["data-requires-python"] == ">=3.8"
+    # the example installs the target wheel, which brings the base; not the base alone
+    assert "pip install --extra-index-url THIS_SITE/simple/ moshi-rocm-gfx1100</pre>" in (
+        tmp_path / "site" / "index.html").read_text()
+
+
+def test_pip_gets_both_wheels_of_the_pair_from_the_index(pair_house, tmp_path):
+    """`pip install moshi-rocm-gfx1100` brings the base wheel: resolved through the index's pages
+    (for the platform of a glibc 2.39 machine, whatever this one's; older pips do not extend a
+    given manylinux_2_39 to the older tags, so both are named)."""
+    simple, _ = simple_index.build_index(pair_house, tmp_path / "site")
+    r = pip("download", "--index-url", simple.as_uri(), "--dest", str(tmp_path / "dl"), "--only-binary=:all:",
+            "--platform", "manylinux_2_39_x86_64", "--platform", "manylinux_2_38_x86_64",
+            "--python-version", "3.11", "moshi-rocm-gfx1100", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [BASE_WHEEL, TARGET_WHEEL]
 
 
 def test_base_url_links_elsewhere_and_copies_nothing(wheelhouse, tmp_path):
