@@ -7,18 +7,22 @@ import signal
 import sys
 from pathlib import Path
 
-import click
+from builder import __version__, check_python
 
-from builder import __version__
-from builder.common.cache import Cache
-from builder.errors import ConfigurationError, FatalError, InterruptedByUser
-from builder.sources.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application
-from builder import pipeline
-from builder.check import sizes
-from builder.sources import fetch as sources
-from builder.envs import default_stack_name, get_environment, get_stack, stack_names
-from builder.rocm import targets
-from builder.rocm.targets import parse_gpu_targets, targets_table
+check_python()  # before the imports that need a newer Python
+
+import click  # noqa: E402
+
+from builder.common.cache import Cache  # noqa: E402
+from builder.errors import (ConfigurationError, FatalError, InterruptedByUser, from_os_error,  # noqa: E402
+                            shorten, shorten_runs)
+from builder.sources.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application  # noqa: E402
+from builder import pipeline  # noqa: E402
+from builder.check import sizes  # noqa: E402
+from builder.sources import fetch as sources  # noqa: E402
+from builder.envs import default_stack_name, get_environment, get_stack, stack_names  # noqa: E402
+from builder.rocm import targets  # noqa: E402
+from builder.rocm.targets import parse_gpu_targets, targets_table  # noqa: E402
 
 
 def source_options(func):
@@ -45,11 +49,13 @@ def source_options(func):
         recipes = load_recipes(recipes_dir, patches_dir, list(extra_recipes))
         opts = sources.FetchOptions(
             cache=Cache(cache_dir),
-            mirrors=tuple(Path(m).resolve() for m in mirrors + sources.mirrors_from_env()),
+            mirrors=sources.check_mirrors(tuple(mirrors), sources.mirrors_from_env()),
             overrides=sources.parse_overrides(list(source_overrides)),
             offline=offline,
             progress=not no_progress,
         )
+        # Staging folders that killed runs left behind (each under its entry's lock, if free).
+        opts.cache.sweep_orphans(echo=lambda line: click.echo(f"moshi-build: {line}", err=True))
         return func(recipes=recipes, fetch_options=opts, **kwargs)
 
     return wrapper
@@ -59,7 +65,7 @@ def select(recipes: dict, names: tuple[str, ...]) -> list:
     unknown = [n for n in names if n not in recipes]
     if unknown:
         raise ConfigurationError(
-            f"unknown component {', '.join(unknown)}; components: {', '.join(recipes)}"
+            f"unknown component {shorten(', '.join(unknown))}; components: {', '.join(recipes)}"
         )
     return [recipes[n] for n in names] if names else list(recipes.values())
 
@@ -169,8 +175,18 @@ def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, wheel_se
             click.echo(sizes.format_report(sizes.read_sizes(w)))
 
 
+def _one_target(ctx, param, value):
+    """bench runs one target: a list is a usage error (exit 2), an unknown name a TargetError."""
+    names = parse_gpu_targets(value)
+    if len(names) != 1:
+        raise click.BadParameter(
+            f"one target only, got {len(names)} ({shorten(', '.join(names))}); run bench once per target")
+    return names[0]
+
+
 @cli.command("bench")
-@click.option("--gpu-target", default="gfx1100", show_default=True, help="Which target's build and wheel to run.")
+@click.option("--gpu-target", default="gfx1100", show_default=True, callback=_one_target,
+              help="Which target's build and wheel to run (one).")
 @click.option("--size", type=click.Choice(["real", "tiny"]), default="real", show_default=True,
               help="Random model with the real dimensions of tts-1.6b-en_fr, or the smallest moshi.cpp takes.")
 @click.option("--device", default=None, help="ggml device, e.g. ROCm0 or CPU (default: ROCm0 if seen, else CPU).")
@@ -184,8 +200,7 @@ def bench_cmd(gpu_target, size, device, threads, wheel, app, environment, recipe
     """moshi-tts --bench from the build tree and from the installed wheel: frames/s and their ratio."""
     from builder.commands import bench
 
-    (target,) = parse_gpu_targets(gpu_target)
-    result = bench.bench(select_application(recipes, app), target, environment, fetch_options,
+    result = bench.bench(select_application(recipes, app), gpu_target, environment, fetch_options,
                          fetch_options.cache.root, size=size, device=device, threads=threads, wheel=wheel,
                          echo=click.echo)
     click.echo("\n".join(result.lines()))
@@ -375,7 +390,15 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _fail(e: FatalError) -> None:
+    click.secho(f"moshi-build: error: {shorten_runs(e.message)}", fg="red", err=True)
+    sys.exit(e.return_code)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the command line. One rule for expected faults: a FatalError, an OSError of the
+    file system (EACCES, EROFS, ENOSPC, EISDIR, ...) and a UnicodeDecodeError of an input
+    end the run with one line and their exit code (README: exit codes), never a traceback."""
     signal.signal(signal.SIGTERM, _terminate)
     argv = list(sys.argv[1:] if argv is None else argv)
     # `moshi-build --gpu-targets ...` with no subcommand runs the whole chain.
@@ -384,14 +407,22 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="moshi-build", standalone_mode=False)
     except FatalError as e:
-        click.secho(f"moshi-build: error: {e.message}", fg="red", err=True)
-        sys.exit(e.return_code)
+        _fail(e)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        e = InterruptedByUser("interrupted; unfinished work was discarded and the caches are consistent")
+        e = InterruptedByUser("interrupted; unfinished work was discarded (what a second Ctrl-C cut short is "
+                              "removed by the next run) and the caches are consistent")
         click.secho(f"moshi-build: {e.message}", fg="red", err=True)
         sys.exit(e.return_code)
     except click.exceptions.ClickException as e:
+        e.message = shorten_runs(e.message)
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except OSError as e:
+        error = from_os_error(e)
+        if error is None:
+            raise
+        _fail(error)
+    except UnicodeDecodeError as e:
+        _fail(ConfigurationError(f"an input is not UTF-8 text ({shorten(e)}); save it as UTF-8"))

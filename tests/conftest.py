@@ -3,6 +3,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -36,15 +37,27 @@ class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
         self.server.requests.append(self.path)
         super().do_GET()
 
+    def copyfile(self, source, outputfile):
+        # server.chunk_delay > 0: a slow link (64 KiB, then a pause), so transfers overlap.
+        delay = getattr(self.server, "chunk_delay", 0)
+        if not delay:
+            return super().copyfile(source, outputfile)
+        while chunk := source.read(1 << 16):
+            outputfile.write(chunk)
+            outputfile.flush()
+            time.sleep(delay)
+
 
 @pytest.fixture
 def file_server(tmp_path):
-    """Serve a directory on 127.0.0.1; `.requests` lists the paths asked for."""
+    """Serve a directory on 127.0.0.1; `.requests` lists the paths asked for, `.chunk_delay`
+    (seconds after each 64 KiB, default 0) slows every answer down."""
     root = tmp_path / "served"
     root.mkdir()
     handler = lambda *a, **kw: _RecordingHandler(*a, directory=str(root), **kw)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.requests = []
+    server.chunk_delay = 0
     server.root = root
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     # shutdown() waits for the loop's next poll: a short interval keeps each test's teardown short.

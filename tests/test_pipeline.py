@@ -200,7 +200,7 @@ def test_a_target_wheel_without_its_base_fails_verify(testapp_wheel, tmp_path):
     result = verify.verify_wheel(alone)
     assert not result.ok
     assert [c.name for c in result.failures] == ["base-wheel"]
-    assert "is a target wheel: verify it with its base wheel moshi-rocm==" in result.failures[0].problems[0]
+    assert "is a target wheel: verify it with its base wheel moshi-rocm==" in result.failures[0].line
 
 
 def wheel_tags(path: Path) -> list[str]:

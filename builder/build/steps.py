@@ -194,7 +194,7 @@ def run_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dict[s
         return StepResult(step.step, target, key, final, cached=True, seconds=0.0, log=None)
     # One builder per step key: a second moshi-build (another shell, a CI job sharing the
     # cache) waits, then finds the step built, instead of sharing its build directory and log.
-    with file_lock(ctx.cache.dir("locks") / f"{name}-{key}.lock", echo=ctx.echo,
+    with file_lock(ctx.cache.entry_lock(final), echo=ctx.echo,
                    waiting=f"{label}: another moshi-build is building it; waiting for it to finish"):
         if final.exists():  # built by the other moshi-build while we waited
             return StepResult(step.step, target, key, final, cached=True, seconds=0.0, log=None)

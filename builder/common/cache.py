@@ -7,8 +7,13 @@ Layout under the cache root:
   envs/                           build environments (root filesystems)
   builds/<step>-<key>/            staged install prefixes of build steps
   logs/                           one log per build step run
+  locks/                          one lock file per entry being made (entry_lock)
 Everything that appears under these names is complete: work happens in a
-temporary sibling and is renamed into place only when finished.
+temporary sibling (.NAME.XXXXXXXX.tmp) and is renamed into place only when
+finished. One process at a time makes an entry: it holds the entry's lock
+while its staging folder exists. A staging folder that a killed run left
+behind (SIGKILL, a power cut) is removed by the next run's sweep_orphans(),
+under the same lock, if it is older than that run.
 """
 
 from __future__ import annotations
@@ -16,13 +21,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable
 
 import platformdirs
 
+from builder.common.files import file_lock
 from builder.errors import DiskFullError
+
+# When this process started (close enough: when the cache module was imported). A staging
+# folder older than this, whose lock is free, belongs to no running moshi-build.
+PROCESS_START = time.time()
+# staging_dir's names: "." + the entry's name + "." + mkdtemp's 8 random characters + ".tmp"
+_STAGING = re.compile(r"^\.(?P<entry>.+)\.[a-z0-9_]{8}\.tmp$")
+# Areas whose entries are made in staging folders under entry_lock().
+SWEPT_AREAS = ("sources", "git", "builds")
 
 CACHE_DIR_ENV = "MOSHI_BUILD_CACHE_DIR"
 
@@ -70,13 +87,56 @@ class Cache:
     def download_path(self, sha256: str, filename: str) -> Path:
         return self.downloads / sha256 / filename
 
+    def entry_lock(self, final: Path) -> Path:
+        """The lock file held by the one process making the cache entry `final`
+        (downloads/<sha256>, sources/<tree>, git/<repo>, builds/<step>), and taken by the
+        sweep before it removes that entry's leftover staging folders."""
+        area = Path(final).parent.name
+        if area == "builds":  # the names build/steps.py has always used
+            return self.root / "locks" / f"{Path(final).name}.lock"
+        return self.root / "locks" / area / f"{Path(final).name}.lock"
+
+    def sweep_orphans(self, older_than: float | None = None,
+                      echo: Callable[[str], None] | None = None) -> list[Path]:
+        """Remove staging folders that interrupted runs left under sources/, git/ and builds/.
+
+        A folder is removed only if it is older than `older_than` (default: this process's
+        start) and its entry's lock is free, taken without waiting: a run still making the
+        entry holds it. Best effort: a read-only or unreadable cache is left as it is.
+        Returns the folders removed."""
+        older_than = PROCESS_START if older_than is None else older_than
+        removed: list[Path] = []
+        for area in SWEPT_AREAS:
+            folder = self.root / area
+            try:
+                children = sorted(folder.iterdir()) if folder.is_dir() else []
+            except OSError:
+                continue
+            for child in children:
+                m = _STAGING.match(child.name)
+                if m is None:
+                    continue
+                try:
+                    if not child.is_dir() or child.is_symlink() or child.lstat().st_mtime >= older_than:
+                        continue
+                    with file_lock(self.entry_lock(folder / m["entry"])):
+                        if child.is_dir():
+                            shutil.rmtree(child)
+                            removed.append(child)
+                except (BlockingIOError, OSError):
+                    continue  # being made right now, or a cache we may not write
+        if removed and echo is not None:
+            echo(f"removed {len(removed)} unfinished folder(s) that an interrupted run left in {self.root}")
+        return removed
+
 
 @contextlib.contextmanager
 def staging_dir(final: Path):
     """Yield a temporary directory beside `final`; rename it to `final` on success.
 
     On any failure (including Ctrl-C) the temporary directory is removed, so a
-    later run never mistakes half-done work for a complete entry.
+    later run never mistakes half-done work for a complete entry. The caller holds
+    Cache.entry_lock(final) around it: the lock tells a sweep that the folder is in use.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))

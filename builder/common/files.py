@@ -1,4 +1,4 @@
-"""Small file helpers every stage shares: content hashes and advisory locks."""
+"""Small file helpers every stage shares: content hashes, advisory locks, atomic writes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import fcntl
 import hashlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
 BLOCK = 1 << 20
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def sha256_file(path: Path) -> str:
@@ -64,3 +67,48 @@ def file_lock(path: Path, *, exclusive: bool = True, waiting: str | None = None,
         yield lock
     finally:
         os.close(lock.fd)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o644, doing: str | None = None) -> Path:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
+
+    The bytes go to a temporary file beside `path` (a unique name: two writers never share
+    it), are flushed to disk, and the file is renamed over `path`. Whatever fails (a full
+    disk, a read-only folder, Ctrl-C), the temporary file is removed and `path` is as it was;
+    a file-system fault is raised as the one-line error of builder.errors (DiskFullError,
+    FileAccessError) naming `path`.
+    """
+    from builder.errors import from_os_error
+
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            _write_fd(fd, data)
+            os.fchmod(fd, mode & ~_UMASK)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        # Named by the file meant, not the temporary one.
+        error = from_os_error(OSError(e.errno, e.strerror, str(path)), doing or "writing it")
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return path

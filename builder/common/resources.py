@@ -17,7 +17,7 @@ from typing import Mapping
 
 import jsonschema
 
-from builder.errors import ConfigurationError, FatalError
+from builder.errors import ConfigurationError, FatalError, shorten
 
 PACKAGE = "builder.resources"
 
@@ -46,13 +46,14 @@ def describe(error: jsonschema.ValidationError, moved: Mapping[str, str] | None 
         extra = sorted(set(error.instance) - set(allowed))
         gone = [moved[e] for e in extra if not error.absolute_path and e in (moved or {})]
         if gone:
-            return f"unknown field {', '.join(repr(e) for e in extra)}: {'; '.join(gone)}"
-        return f"unknown field {', '.join(repr(e) for e in extra)} in {where}; allowed keys: {', '.join(allowed)}"
+            return f"unknown field {shorten(', '.join(repr(e) for e in extra))}: {'; '.join(gone)}"
+        return (f"unknown field {shorten(', '.join(repr(e) for e in extra))} in {where}; "
+                f"allowed keys: {', '.join(allowed)}")
     if error.validator == "pattern" and error.schema.get("$ref") is None:
-        return f"{where}: {error.instance!r} does not match {error.schema['pattern']!r}"
+        return f"{where}: {shorten(repr(error.instance))} does not match {error.schema['pattern']!r}"
     if error.validator in ("enum", "const"):
-        return f"{where}: {error.instance!r} is not one of {error.validator_value!r}"
-    return f"{where}: {error.message}"
+        return f"{where}: {shorten(repr(error.instance))} is not one of {error.validator_value!r}"
+    return f"{where}: {shorten(error.message)}"
 
 
 def most_specific(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
@@ -69,7 +70,10 @@ def most_specific(errors: list[jsonschema.ValidationError]) -> jsonschema.Valida
 def validate(data: dict, schema_name: str, where: str, error: type[FatalError] = ConfigurationError,
              moved: Mapping[str, str] | None = None) -> dict:
     """`data` if it matches NAME.schema.json; else `error` naming the first problem."""
-    problems = list(jsonschema.Draft202012Validator(schema(schema_name)).iter_errors(data))
+    try:
+        problems = list(jsonschema.Draft202012Validator(schema(schema_name)).iter_errors(data))
+    except RecursionError:
+        raise error(f"{where}: values nested too deeply to check; flatten them") from None
     if problems:
         raise error(f"{where}: {describe(most_specific(problems), moved)}")
     return data
@@ -80,6 +84,8 @@ def parse_toml(text: str, where: str, error: type[FatalError] = ConfigurationErr
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise error(f"{where}: not valid TOML: {e}; fix the syntax") from None
+    except RecursionError:
+        raise error(f"{where}: not valid TOML: arrays or tables nested too deeply; fix the syntax") from None
 
 
 def read_toml(path: Path, error: type[FatalError] = ConfigurationError) -> dict:

@@ -11,17 +11,29 @@ file is copied: a Pages site is limited to about 1 GB, less than a release's whe
 Each distribution has its own page: the base wheel moshi-rocm and every target wheel
 moshi-rocm-<gfx> (docs/WHEEL-PAIR.md). The landing page's example names a project that
 requires another one of the index (a target wheel: installing it brings the base).
+
+  OUT/.moshi-build-index.json       the files this command wrote, with their sha256
+
+`index` never removes or replaces a file it did not write: a re-index replaces
+its own pages and files (each atomically) and removes those of its files the new
+index no longer lists (if they still hold what it wrote); anything else in OUT
+(a CHANGELOG.txt, the site's other pages) stays. A file of someone else's where
+the index needs to write is refused, and so is an output folder that holds the
+wheelhouse (the index would be written among its own input).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import email.parser
+import hashlib
 import html
+import json
 import os
 import shutil
-import time
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,11 +41,16 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
                              parse_sdist_filename, parse_wheel_filename)
 
-from builder.common.files import sha256_file
-from builder.errors import ConfigurationError
+from builder.common.files import sha256_file, write_atomic
+from builder.errors import ConfigurationError, from_os_error, shorten
 
 # PEP 629: the version of the simple API these pages follow.
 REPOSITORY_VERSION = "1.0"
+# What `index` wrote into OUT (relative paths and their sha256): the only files it may replace or remove.
+MANIFEST = ".moshi-build-index.json"
+GENERATOR = "moshi-build index"
+# METADATA larger than this is not a wheel's (and not read into memory).
+MAX_METADATA = 16 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,14 +70,24 @@ class Distribution:
 def _wheel_metadata(path: Path) -> tuple[str | None, tuple[str, ...]]:
     """Requires-Python, and the normalized names of the Requires-Dist entries."""
     with zipfile.ZipFile(path) as z:
-        names = [n for n in z.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-        if len(names) != 1:
+        infos = [i for i in z.infolist() if i.filename.count("/") == 1 and i.filename.endswith(".dist-info/METADATA")]
+        if len(infos) != 1:
             raise ConfigurationError(f"{path}: not a wheel (no single *.dist-info/METADATA); remove it from the wheelhouse")
-        metadata = email.parser.HeaderParser().parsestr(z.read(names[0]).decode("utf-8"))
+        if infos[0].file_size > MAX_METADATA:
+            raise ConfigurationError(f"{path}: its METADATA claims {infos[0].file_size} bytes; not a wheel we built, "
+                                     "rebuild or remove it")
+        with z.open(infos[0]) as f:
+            raw = f.read(MAX_METADATA + 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigurationError(f"{path}: its {infos[0].filename} is not UTF-8 (byte {e.start}), as wheels "
+                                 "must be; rebuild or remove it") from None
+    metadata = email.parser.HeaderParser().parsestr(text)
     requires = []
-    for text in metadata.get_all("Requires-Dist") or []:
+    for line in metadata.get_all("Requires-Dist") or []:
         try:
-            requires.append(canonicalize_name(Requirement(text).name))
+            requires.append(canonicalize_name(Requirement(line).name))
         except InvalidRequirement:
             continue  # only the landing page's example uses them
     return metadata.get("Requires-Python"), tuple(requires)
@@ -75,9 +102,9 @@ def read_distribution(path: Path) -> Distribution:
             name, version = parse_sdist_filename(path.name)
             requires_python, requires = None, ()
     except (InvalidWheelFilename, InvalidSdistFilename) as e:
-        raise ConfigurationError(f"{path}: {e}; rename or remove it") from None
-    except zipfile.BadZipFile:
-        raise ConfigurationError(f"{path}: not a zip file; rebuild or remove it") from None
+        raise ConfigurationError(f"{shorten(path)}: {shorten(e)}; rename or remove it") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+        raise ConfigurationError(f"{path}: not a readable zip file ({shorten(e)}); rebuild or remove it") from None
     return Distribution(path=path, project=canonicalize_name(name), version=str(version),
                         sha256=sha256_file(path), requires_python=requires_python, requires=requires)
 
@@ -99,6 +126,7 @@ def _page(title: str, body: list[str]) -> str:
         "<html>",
         "<head>",
         f'<meta name="pypi:repository-version" content="{REPOSITORY_VERSION}">',
+        f'<meta name="generator" content="{GENERATOR}">',
         f"<title>{html.escape(title)}</title>",
         "</head>",
         "<body>",
@@ -142,45 +170,155 @@ def landing_page(projects: list[str], example: str | None = None) -> str:
     ])
 
 
-def _place(src: Path, dest: Path) -> None:
+def check_places(wheelhouse: Path, out: Path, dists: list[Distribution] = ()) -> None:
+    """Refuse an output folder that holds the wheelhouse or one of its files (a link leading
+    into OUT counts): the index would be written among its input."""
+    o = out.resolve()
+    inputs = [(wheelhouse, wheelhouse.resolve())] + [(d.path, d.path.resolve()) for d in dists]
+    for given, real in inputs:
+        if real == o or o in real.parents:
+            what = "the wheelhouse" if given == wheelhouse else f"the wheel {given.name} (it leads to {real})"
+            raise ConfigurationError(
+                f"--out {out} holds {what}: the index would be written among the files it lists and could "
+                "replace them; choose an output folder outside the wheelhouse (e.g. --out site)"
+            )
+
+
+def _looks_like_ours(path: Path) -> bool:
+    """A page of an older `moshi-build index` (before the manifest): it may be replaced."""
     try:
-        os.link(src, dest)       # same file system: no copy of hundreds of MB
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", "replace")
     except OSError:
-        shutil.copy2(src, dest)
+        return False
+    titles = ("<title>Simple index</title>", "<title>Links for ", "<title>moshi-build wheels</title>")
+    return (head.startswith("<!DOCTYPE html>\n<html>\n<head>\n<meta name=\"pypi:repository-version\"")
+            and any(t in head for t in titles))
+
+
+def _read_manifest(out: Path) -> dict[str, str]:
+    try:
+        data = json.loads((out / MANIFEST).read_bytes().decode("utf-8"))
+        files = data["files"]
+        if isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            return files
+    except FileNotFoundError:
+        return {}
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise ConfigurationError(f"{out / MANIFEST} is damaged, so which files `index` wrote before is unknown; "
+                             "restore it, or delete it (the next run then replaces only its own pages and "
+                             "keeps every other file)")
+
+
+def _write_manifest(out: Path, files: dict[str, str]) -> None:
+    write_atomic(out / MANIFEST, json.dumps({"index_manifest_version": 1, "generator": GENERATOR,
+                                             "files": dict(sorted(files.items()))}, indent=1) + "\n",
+                 doing="writing the index's list of its files")
+
+
+def _inside(out: Path, rel: str) -> Path | None:
+    """OUT/rel if it is a plain path below OUT (a manifest entry never leads out of it)."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return None
+    return out.joinpath(*parts)
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Put `src` at `dest` atomically: a hard link if the file system allows, else a copy."""
+    if dest.exists() and not dest.is_symlink() and os.path.samefile(src, dest):
+        return  # already this very file (linked by the last run)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)       # same file system: no copy of hundreds of MB
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_index(dists: list[Distribution], out: Path, base_url: str | None = None) -> Path:
-    """Write the site into `out` (its simple/ replaced whole); returns OUT/simple."""
+    """Write the site into `out`, replacing only what an earlier run wrote; returns OUT/simple."""
     by_project: dict[str, list[Distribution]] = {}
     for d in dists:
         by_project.setdefault(d.project, []).append(d)
     projects = sorted(by_project)
-    out.mkdir(parents=True, exist_ok=True)
-    # Built beside the old index and swapped in, so a failure leaves the old one whole.
-    staging = out / f".simple.{os.getpid()}-{time.time_ns()}.tmp"
-    staging.mkdir()
+
+    pages: dict[str, bytes] = {"simple/index.html": root_page(projects).encode()}
+    files: dict[str, Distribution] = {}
+    for project in projects:
+        pages[f"simple/{project}/index.html"] = project_page(project, by_project[project], base_url).encode()
+        if base_url is None:
+            for d in by_project[project]:
+                files[f"simple/{project}/{d.filename}"] = d
+    pages["index.html"] = landing_page(projects, example_project(dists)).encode()
+    planned = {**{rel: _sha256_bytes(b) for rel, b in pages.items()},
+               **{rel: d.sha256 for rel, d in files.items()}}
+
     try:
-        (staging / "index.html").write_text(root_page(projects), encoding="utf-8")
-        for project in projects:
-            pdir = staging / project
-            pdir.mkdir()
-            (pdir / "index.html").write_text(project_page(project, by_project[project], base_url),
-                                            encoding="utf-8")
-            if base_url is None:
-                for d in by_project[project]:
-                    _place(d.path, pdir / d.filename)
-        simple = out / "simple"
-        old = out / f".simple.{os.getpid()}-{time.time_ns()}.old"
-        if simple.exists():
-            os.replace(simple, old)
-        os.replace(staging, simple)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    (out / "index.html").write_text(landing_page(projects, example_project(dists)), encoding="utf-8")
+        out.mkdir(parents=True, exist_ok=True)
+        ours = _read_manifest(out)
+        # Check every place before writing anything: nothing of someone else's is replaced.
+        for rel, sha in planned.items():
+            dest = out / rel
+            if rel in ours or not os.path.lexists(dest):
+                continue
+            same = dest.is_file() and not dest.is_symlink() and (
+                _looks_like_ours(dest) if rel in pages else sha256_file(dest) == sha)
+            if not same:
+                raise ConfigurationError(
+                    f"{dest} is in the way: `moshi-build index` did not write it ({out / MANIFEST} does not list "
+                    "it) and will not replace it; move it away, or choose another --out"
+                )
+        # Listed before written: an interrupted run leaves no file of ours unlisted.
+        _write_manifest(out, {**ours, **planned})
+        for rel, d in files.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _place(d.path, out / rel)
+            except OSError as e:  # named by the file meant, not its temporary name
+                raise OSError(e.errno, e.strerror, str(out / rel)) from None
+        # Pages after the files they link to, the root page last but one, the landing page last.
+        for rel in sorted(pages, key=lambda r: (r == "index.html", r == "simple/index.html", r)):
+            write_atomic(out / rel, pages[rel], doing="writing the index")
+        # Files of the last index that this one no longer lists, if they still hold what was written
+        # (one changed since is no longer ours: it stays, unlisted).
+        for rel, sha in ours.items():
+            if rel in planned:
+                continue
+            dest = _inside(out, rel)
+            if dest is None or not os.path.lexists(dest):
+                continue
+            if dest.is_file() and not dest.is_symlink() and sha256_file(dest) == sha:
+                dest.unlink()
+                for parent in dest.parents:
+                    if parent == out:
+                        break
+                    try:
+                        parent.rmdir()  # only if empty: whatever else is there stays
+                    except OSError:
+                        break
+        _write_manifest(out, planned)
+    except OSError as e:
+        error = from_os_error(e, "writing the index")
+        if error is None:
+            raise
+        raise error from None
     return out / "simple"
 
 
 def build_index(wheelhouse: Path, out: Path, base_url: str | None = None) -> tuple[Path, list[Distribution]]:
+    check_places(wheelhouse, out)
     dists = scan(wheelhouse)
+    check_places(wheelhouse, out, dists)
     return write_index(dists, out, base_url), dists

@@ -126,14 +126,29 @@ def _plain_entries(data: bytes | bytearray, start: int) -> tuple[list[tuple[int,
     return entries, off, max(end, off) - start
 
 
+# No zstd or zlib stream expands more than 32768 times (a zstd block of 128 KiB costs at least 4
+# bytes; zlib stays under 1032): a header that claims more than twice that is damaged, and is refused
+# before any memory is set aside for it.
+MAX_RATIO = 1 << 16
+
+
 def _decompress(method: int, payload: bytes, size: int, where: str) -> bytes:
+    if size > MAX_RATIO * max(len(payload), 1):
+        raise BundleFormatError(f"compressed offload bundle at {where}: {size} bytes cannot come from a "
+                                f"{len(payload)}-byte stream")
     try:
         if method == METHOD_ZSTD:
+            framed = zstandard.frame_content_size(payload)
+            if framed not in (-1, size):
+                raise BundleFormatError(f"compressed offload bundle at {where}: its stream holds {framed} bytes, "
+                                        f"its header says {size}")
             return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
         if method == METHOD_ZLIB:
             return zlib.decompress(payload)
     except (zstandard.ZstdError, zlib.error) as e:
         raise BundleFormatError(f"compressed offload bundle at {where}: {e}") from None
+    except MemoryError:
+        raise BundleFormatError(f"compressed offload bundle at {where}: {size} bytes do not fit in memory") from None
     raise BundleFormatError(f"compressed offload bundle at {where}: unknown compression method {method}")
 
 

@@ -20,7 +20,7 @@ from typing import Iterable, Protocol
 
 
 from builder.common import resources
-from builder.errors import TargetError
+from builder.errors import TargetError, shorten
 from builder.rocm import gfx, rocblas
 
 _SEPARATORS = re.compile(r"[;,\s]+")
@@ -185,7 +185,7 @@ def parse_gpu_targets(text: str) -> list[str]:
             continue
         if not gfx.is_gfx_name(name):
             raise TargetError(
-                f"{part!r} is not a gfx target name (like gfx1100 or gfx90a); "
+                f"{shorten(repr(part))} is not a gfx target name (like gfx1100 or gfx90a); "
                 "`moshi-build targets` lists them with example GPUs"
             )
         if name not in names:

@@ -63,6 +63,8 @@ def archive_uris(roots: Iterable[Path] = (Path("/"),)) -> list[str]:
         if parts.is_dir():
             files += sorted(parts.glob("*.list")) + sorted(parts.glob("*.sources"))
         for f in files:
+            if not f.is_file():  # a directory, a FIFO (reading it would block), a dangling link
+                continue
             try:
                 text = f.read_text(errors="replace")
             except OSError:

@@ -18,14 +18,18 @@ a link.
 from __future__ import annotations
 
 import errno
+import gzip
+import lzma
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
-from builder.errors import DiskFullError, RecipeError, UnsafeArchiveError
+from builder.errors import DiskFullError, RecipeError, ToolchainError, UnsafeArchiveError
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz")
 _ZIP_SUFFIXES = (".zip",)
@@ -82,6 +86,12 @@ def extract_archive(archive: Path, dest: Path) -> None:
             _extract_zip(archive, dest)
         else:
             _extract_tar(archive, dest)
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, NotImplementedError,
+            gzip.BadGzipFile) as e:
+        # A damaged stream found while extracting (bytes the sha256 did not vouch for: an override).
+        raise UnsafeArchiveError(
+            f"cannot read {archive} ({type(e).__name__}: {e}); the archive is damaged or not trusted, do not use it"
+        ) from None
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise _disk_full(dest) from None
@@ -106,8 +116,9 @@ def _describe_filter_error(e: tarfile.FilterError) -> str:
 
 
 def _extract_tar(archive: Path, dest: Path) -> None:
-    if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4
-        raise RuntimeError("extracting archives safely needs Python 3.11.4 or newer (tarfile filters)")
+    if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4 (builder.check_python refuses it first)
+        raise ToolchainError(f"extracting archives safely needs Python 3.11.4 or newer (tarfile filters); "
+                             f"this is {sys.version.split()[0]}: run moshi-build with a newer Python")
     root = os.path.realpath(dest)
     try:
         with tarfile.open(archive, "r:*") as tf:

@@ -43,6 +43,11 @@ def verify_patch(patch: PatchLike) -> bytes:
         data = path.read_bytes()
     except FileNotFoundError:
         raise PatchError(f"patch file {path} does not exist; restore it or remove it from the recipe") from None
+    except IsADirectoryError:
+        raise PatchError(f"patch file {path} is a directory; put the patch there "
+                         "or remove it from the recipe") from None
+    except OSError as e:
+        raise PatchError(f"patch file {path}: cannot read it: {e.strerror}; check its permissions") from None
     actual = hashlib.sha256(data).hexdigest()
     if actual != patch.sha256.lower():
         raise PatchError(
@@ -82,11 +87,12 @@ def _join(chunks: Sequence[bytes]) -> bytes:
     return b"".join(c if c.endswith(b"\n") else c + b"\n" for c in chunks)
 
 
-def apply_patches(tree: Path, patches: Sequence[PatchLike]) -> None:
+def apply_patches(tree: Path, patches: Sequence[PatchLike], where: str | None = None) -> None:
     """Verify ``patches`` and apply them in order to the directory ``tree`` (``-p1``).
 
     Raises :class:`PatchError` if a patch file does not match its sha256 or a
-    patch no longer applies; the tree is then left unchanged.
+    patch no longer applies; the tree is then left unchanged. ``where`` names the
+    tree in that message (a staging folder's path means nothing once it is removed).
     """
     tree = Path(tree)
     patches = list(patches)
@@ -97,10 +103,10 @@ def apply_patches(tree: Path, patches: Sequence[PatchLike]) -> None:
     for n, patch in enumerate(patches, start=1):
         res = _git_apply(tree, _join(contents[:n]), check=True)
         if res.returncode:
-            raise _no_longer_applies(tree, Path(patch.path), contents[n - 1], res)
+            raise _no_longer_applies(where or tree, Path(patch.path), contents[n - 1], res)
     res = _git_apply(tree, _join(contents), check=False)
     if res.returncode:  # checked above; only an I/O failure gets here
-        raise _no_longer_applies(tree, Path(patches[-1].path), contents[-1], res)
+        raise _no_longer_applies(where or tree, Path(patches[-1].path), contents[-1], res)
 
 
 # -- explaining a failure ------------------------------------------------------
@@ -174,7 +180,7 @@ _FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$")
 
 
 def _no_longer_applies(
-    tree: Path, patch_path: Path, patch_bytes: bytes, res: subprocess.CompletedProcess
+    tree: Path | str, patch_path: Path, patch_bytes: bytes, res: subprocess.CompletedProcess
 ) -> PatchError:
     out = (res.stderr or b"").decode("utf-8", "replace").splitlines()
     reasons: list[str] = []

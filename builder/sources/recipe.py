@@ -14,7 +14,7 @@ from typing import Literal, Union
 
 
 from builder.common import resources
-from builder.errors import RecipeError
+from builder.errors import RecipeError, shorten
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RECIPES_DIR = PROJECT_ROOT / "recipes"
@@ -131,6 +131,14 @@ _MOVED = {
 }
 
 
+def _plain_filename(name: str, path: Path, field: str) -> str:
+    """A file name that stays inside the cache folder it is stored in."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise RecipeError(f"{path}: {field} {shorten(repr(name))} is not a plain file name; "
+                          "give the archive's name without folders (source.filename)")
+    return name
+
+
 def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
     """Validate already-parsed TOML data and build the typed recipe."""
     resources.validate(data, "recipe", str(path), RecipeError, moved=_MOVED)
@@ -140,18 +148,26 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
     source: Source
     if kind == "archive":
         filename = src.get("filename") or src["url"].rstrip("/").rsplit("/", 1)[-1]
-        source = ArchiveSource(src["url"], src["sha256"], filename, src.get("subdirectory"))
+        field = "source.filename" if src.get("filename") else "the file name at the end of source.url,"
+        source = ArchiveSource(src["url"], src["sha256"], _plain_filename(filename, path, field),
+                               src.get("subdirectory"))
     elif kind == "pypi":
         source = PypiSource(
-            src["package"], src["version"], src["filename"], src["sha256"], src.get("subdirectory")
+            src["package"], src["version"], _plain_filename(src["filename"], path, "source.filename"),
+            src["sha256"], src.get("subdirectory")
         )
     elif kind == "debian":
-        source = DebianSource(src["package"], src["version"], src["filename"], src["sha256"],
+        source = DebianSource(src["package"], src["version"],
+                              _plain_filename(src["filename"], path, "source.filename"), src["sha256"],
                               src.get("component", "main"), src.get("subdirectory"))
     elif kind == "git":
         source = GitSource(src["url"], src["commit"], src.get("subdirectory"))
     else:
-        source = LocalSource((path.parent / src["path"]).resolve())
+        try:
+            source = LocalSource((path.parent / src["path"]).resolve())
+        except (ValueError, OSError, RuntimeError) as e:  # a NUL byte, a name too long, a link loop
+            raise RecipeError(f"{path}: source.path {shorten(repr(src['path']))} is not a usable "
+                              f"path ({e}); name the project folder relative to the recipe") from None
 
     name = data["name"]
     patches = tuple(

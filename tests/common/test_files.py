@@ -42,3 +42,40 @@ def test_a_held_lock_makes_the_next_one_wait_and_say_so(tmp_path):
         release.set()
         holder.join(30)
     assert said in ([], ["waiting for x"])  # the holder may have let go before we asked
+
+
+def test_write_atomic_replaces_the_whole_file(tmp_path):
+    from builder.common.files import write_atomic
+
+    path = tmp_path / "sub" / "state.json"
+    write_atomic(path, "one\n")
+    write_atomic(path, b"two\n")
+    assert path.read_text() == "two\n"
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+
+
+def test_write_atomic_on_a_full_disk_or_read_only_folder_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from builder.common import files
+    from builder.errors import DiskFullError, FileAccessError
+
+    path = tmp_path / "state.json"
+    path.write_text("old\n")
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "_write_fd", full)
+    with pytest.raises(DiskFullError, match=f"holding {path}"):
+        files.write_atomic(path, "new\n")
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    with pytest.raises(FileAccessError, match="Read-only file system"):
+        files.write_atomic(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import html.parser
+import json
 import os
 import subprocess
 import sys
@@ -186,7 +187,8 @@ def test_rerun_replaces_the_index(wheelhouse, tmp_path):
     page = anchors(out / "simple" / "tiny-tool" / "index.html")
     assert [text for _, text in page] == ["tiny_tool-1.0-py3-none-any.whl"]
     assert not (out / "simple" / "tiny-tool" / "tiny_tool-1.1-py3-none-any.whl").exists()
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    # no temporary files left; the one dot file is the list of what index wrote
+    assert [p.name for p in out.rglob(".*")] == [simple_index.MANIFEST]
 
 
 def pip(*args, cwd):
@@ -236,3 +238,126 @@ def test_cli_empty_wheelhouse_exits_2(tmp_path, capsys):
     assert e.value.code == 2
     assert "no .whl" in capsys.readouterr().err
     assert not (tmp_path / "site").exists()
+
+
+# -- nothing lost: index writes and removes only its own files -------------------------------------
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def exit_code(argv) -> int:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+        raise SystemExit(0)
+    return e.value.code
+
+
+@pytest.mark.parametrize("layout", ["inside-simple", "same", "same-base-url", "parent"])
+def test_an_output_folder_holding_the_wheelhouse_is_refused_and_nothing_is_lost(tmp_path, capsys, layout):
+    site = tmp_path / "site"
+    house = {"inside-simple": site / "simple", "same": site, "same-base-url": site, "parent": site / "wh"}[layout]
+    house.mkdir(parents=True)
+    make_wheel(house, "tiny_tool", "tiny-tool", "1.0", "tiny_tool")
+    (house / "build.log").write_text("log\n")
+    (house / "NOTES.md").write_text("notes\n")
+    (house / "rejected").mkdir()
+    make_wheel(house / "rejected", "bad", "bad", "0.1", "bad")
+    before = snapshot(tmp_path)
+    extra = ["--base-url", "https://example.invalid/dl"] if layout == "same-base-url" else []
+    assert exit_code(["index", str(house), "--out", str(site), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "holds the wheelhouse" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_wheel_linked_from_inside_the_output_is_refused(tmp_path):
+    site = tmp_path / "site"
+    (site / "simple" / "tiny-tool").mkdir(parents=True)
+    real = make_wheel(site / "simple" / "tiny-tool", "tiny_tool", "tiny-tool", "1.0", "tiny_tool")
+    house = tmp_path / "wh"
+    house.mkdir()
+    (house / real.name).symlink_to(real)
+    with pytest.raises(simple_index.ConfigurationError, match="it leads to"):
+        simple_index.build_index(house, site)
+    assert real.is_file()
+
+
+def test_a_reindex_keeps_foreign_files_and_removes_only_its_own(wheelhouse, tmp_path):
+    out = tmp_path / "site"
+    simple_index.build_index(wheelhouse, out)
+    (out / "simple" / "tiny-tool" / "CHANGELOG.txt").write_text("1.1: faster\n")
+    (out / "README.md").write_text("our site\n")
+    (out / "simple" / "notes").mkdir()
+    (out / "simple" / "notes" / "x.txt").write_text("x\n")
+    (wheelhouse / "tiny_tool-1.1-py3-none-any.whl").unlink()
+    for p in wheelhouse.glob("Moshi*"):
+        p.unlink()
+    simple_index.build_index(wheelhouse, out)
+    assert (out / "simple" / "tiny-tool" / "CHANGELOG.txt").read_text() == "1.1: faster\n"
+    assert (out / "README.md").read_text() == "our site\n"
+    assert (out / "simple" / "notes" / "x.txt").exists()
+    assert not (out / "simple" / "tiny-tool" / "tiny_tool-1.1-py3-none-any.whl").exists()
+    assert not (out / "simple" / "moshi-rocm-testa").exists()   # its page and wheel were ours: gone
+    listed = json.loads((out / simple_index.MANIFEST).read_text())["files"]
+    assert set(listed) == {"index.html", "simple/index.html", "simple/tiny-tool/index.html",
+                           "simple/tiny-tool/tiny_tool-1.0-py3-none-any.whl"}
+
+
+def test_a_file_of_its_own_changed_since_is_not_removed(wheelhouse, tmp_path):
+    out = tmp_path / "site"
+    simple_index.build_index(wheelhouse, out)
+    page = out / "simple" / "moshi-rocm-testa" / "index.html"
+    page.write_text("edited by hand\n")
+    for p in wheelhouse.glob("Moshi*"):
+        p.unlink()
+    simple_index.build_index(wheelhouse, out)
+    assert page.read_text() == "edited by hand\n"
+
+
+def test_a_foreign_file_where_a_wheel_goes_is_refused_and_kept(wheelhouse, tmp_path, capsys):
+    out = tmp_path / "site"
+    (out / "simple" / "tiny-tool").mkdir(parents=True)
+    theirs = out / "simple" / "tiny-tool" / "tiny_tool-1.0-py3-none-any.whl"
+    theirs.write_bytes(b"someone else's file")
+    assert exit_code(["index", str(wheelhouse), "--out", str(out)]) == 2
+    assert "is in the way" in capsys.readouterr().err
+    assert theirs.read_bytes() == b"someone else's file"
+    assert not (out / "simple" / "index.html").exists()   # checked before anything was written
+
+
+def test_a_site_of_an_older_index_is_taken_over(wheelhouse, tmp_path):
+    # Before the manifest: same pages (without the generator line), wheels hard-linked.
+    out = tmp_path / "site"
+    simple_index.build_index(wheelhouse, out)
+    (out / simple_index.MANIFEST).unlink()
+    for page in out.rglob("index.html"):
+        page.write_text(page.read_text().replace(f'<meta name="generator" content="{simple_index.GENERATOR}">\n', ""))
+    (wheelhouse / "tiny_tool-1.1-py3-none-any.whl").unlink()
+    simple_index.build_index(wheelhouse, out)
+    assert "generator" in (out / "simple" / "index.html").read_text()
+    # unlisted before, so not known to be ours: the old file stays
+    assert (out / "simple" / "tiny-tool" / "tiny_tool-1.1-py3-none-any.whl").exists()
+
+
+def test_metadata_that_is_not_utf8_is_a_usage_error(tmp_path, capsys):
+    house = tmp_path / "wh"
+    house.mkdir()
+    path = house / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("demo-1.0.dist-info/METADATA", "Name: demo\nSummary: caf\xe9\n".encode("latin-1"))
+    assert exit_code(["index", str(house), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert "METADATA is not UTF-8" in err and "Traceback" not in err
+
+
+def test_a_full_disk_while_writing_the_index_is_exit_12(wheelhouse, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(src, dest):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+    monkeypatch.setattr(simple_index, "_place", full)
+    assert exit_code(["index", str(wheelhouse), "--out", str(tmp_path / "site")]) == 12
+    err = capsys.readouterr().err
+    assert "no space left" in err and ".tmp" not in err

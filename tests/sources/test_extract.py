@@ -310,3 +310,21 @@ def test_source_root_subdirectory_may_not_escape(dest):
         source_root(dest, "../elsewhere")
     with pytest.raises(RecipeError):
         source_root(dest, "/etc")
+
+
+# (.tar.gz is left out: tarfile takes a damaged header after the first one for the end of the archive.)
+@pytest.mark.parametrize("suffix, mode", [(".tar.xz", "w:xz"), (".tar.bz2", "w:bz2"), (".zip", None)])
+def test_a_damaged_stream_is_an_unsafe_archive_not_a_traceback(tmp_path, dest, suffix, mode):
+    # Bytes no sha256 vouched for (a --source archive): damaged in the middle of a member.
+    big = b"".join(b"line %d of a source file\n" % i for i in range(20000))  # compressed, so damage shows
+    path = tmp_path / f"damaged{suffix}"
+    if mode:
+        make_tar(path, [_dir("p"), _file("p/a", big), _file("p/b", big)], mode)
+    else:
+        make_zip(path, [("p/a", big), ("p/b", big)])
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsafeArchiveError, match="cannot read"):
+        extract_archive(path, dest)
