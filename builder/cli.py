@@ -216,7 +216,7 @@ def size_report_cmd(wheels, top):
 
 
 @cli.command("verify")
-@click.argument("wheels", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("wheels", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (for CI) instead of lines.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MOSHI_BUILD_CACHE_DIR",
               help="The build's cache root: no file may mention it (default: the user's cache directory).")

@@ -132,6 +132,13 @@ class FileAccessError(FatalError):
     return_code = 15
 
 
+class NotAWheelError(FatalError):
+    """A file given as a wheel is not one: not a zip archive, a damaged or truncated one,
+    a directory, or a name that is not a wheel file name."""
+
+    return_code = 16
+
+
 # errno values of the file system that a user can cause (and fix); ENOSPC and EDQUOT are DiskFullError.
 FILE_SYSTEM_ERRNOS = frozenset({
     errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.ELOOP,

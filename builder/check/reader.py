@@ -8,17 +8,26 @@ grafted files lives here, both ways (grafted_name, built_name).
 """
 
 from __future__ import annotations
+import base64
+import binascii
 import contextlib
+import csv
 import dataclasses
+import errno
+import hashlib
 import logging
-import os
+import lzma
 import posixpath
 import re
+import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
-from packaging.utils import parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from builder.errors import NotAWheelError, shorten
 from builder.package import elfinfo
 from builder.package.elfinfo import read_elf
 
@@ -55,6 +64,7 @@ class WheelReport:
     tags: list[str]
     elf: dict[str, elfinfo.ElfInfo]            # member -> dynamic section facts
     compressed: dict[str, int] = dataclasses.field(default_factory=dict)   # member -> size in the archive
+    problems: list[str] = dataclasses.field(default_factory=list)   # why pip would not install it as read
 
     @property
     def platform_tags(self) -> list[str]:
@@ -76,52 +86,223 @@ class WheelReport:
         }
 
 
+# Bounds on one member: its declared size, and its size over its compressed size (deflate
+# cannot pass about 1032; a larger ratio is a bomb or a lying header).
+MAX_MEMBER_SIZE = 4 << 30
+MAX_RATIO = 1100
+_RATIO_FROM = 1 << 20          # members smaller than this are not judged by their ratio
+_CHUNK = 1 << 22
+_RECORD_HASHES = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"})
+# What zipfile raises for bytes that are not a (whole) zip archive.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, struct.error,
+               ValueError, OverflowError, UnicodeDecodeError)
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why pip would not install the member `name` where its name says (None: it would)."""
+    if not name or name == "/":
+        return "an empty name"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "a path with a '..' component (it would land outside the install tree)"
+    if "\0" in name:
+        return "a name with a NUL byte"
+    return None
+
+
+def _not_a_wheel(path: Path, why: str) -> NotAWheelError:
+    return NotAWheelError(f"{shorten(path)} is not a wheel: {why}; give the .whl file that the build wrote "
+                          "(a damaged download: fetch or build it again)")
+
+
+def _record_digest(algorithm: str, digest: bytes) -> str:
+    return f"{algorithm}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _read_record(data: bytes, member: str, problems: list[str]) -> dict[str, tuple[str, str]] | None:
+    """RECORD's rows: path -> (hash, size), or None (a problem noted) when it cannot be read."""
+    try:
+        rows = list(csv.reader(data.decode("utf-8").splitlines()))
+    except (UnicodeDecodeError, csv.Error) as e:
+        problems.append(f"{member} is not readable ({shorten(e, 80)})")
+        return None
+    entries: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        if not row:
+            continue
+        if len(row) != 3:
+            problems.append(f"{member} has a row of {len(row)} fields, not 3 (path,hash,size): {shorten(row, 80)}")
+            continue
+        if row[0] in entries:
+            problems.append(f"{member} lists {shorten(row[0], 80)} twice")
+        entries[row[0]] = (row[1], row[2])
+    return entries
+
+
+def _compare_record(record: dict[str, tuple[str, str]], record_member: str, names: list[str],
+                    sizes: dict[str, int], digests: dict[str, dict[str, str]], problems: list[str]) -> None:
+    """What pip checks of RECORD against the archive (and what `installer` refuses)."""
+    folder = posixpath.dirname(record_member)
+    unsigned = {record_member, f"{folder}/RECORD.jws", f"{folder}/RECORD.p7s"}
+    listed = set(record)
+    for name in names:
+        if name not in listed and name not in unsigned:
+            problems.append(f"{shorten(name, 120)} is not listed in {record_member}")
+    present = set(names)
+    for name, (digest, size) in record.items():
+        if name not in present:
+            problems.append(f"{record_member} lists {shorten(name, 120)}, which is not in the wheel")
+            continue
+        if name in unsigned or name not in sizes:      # a member too large to read is named already
+            continue
+        algorithm, _, value = digest.partition("=")
+        if not value:
+            problems.append(f"{record_member} gives no hash for {shorten(name, 120)}")
+        elif algorithm not in _RECORD_HASHES:
+            problems.append(f"{record_member} hashes {shorten(name, 120)} with {shorten(algorithm, 40)}, "
+                            "not sha256 or stronger")
+        elif name in digests and digests[name].get(algorithm) != digest:
+            problems.append(f"{shorten(name, 120)} does not match its {algorithm} in {record_member}")
+        if size and size != str(sizes[name]):
+            problems.append(f"{shorten(name, 120)} is {sizes[name]} bytes, but {record_member} says "
+                            f"{shorten(size, 40)}")
+
+
 def inspect_wheel(path: Path, elf: bool = True, *,
                   scan: Callable[[str, bytes], None] | None = None,
-                  examine: Callable[[str, Path, elfinfo.ElfInfo], None] | None = None) -> WheelReport:
+                  examine: Callable[[str, Path, elfinfo.ElfInfo], None] | None = None,
+                  strict: bool = False) -> WheelReport:
     """Sizes (installed and compressed), modes, tags and (elf=True) the dynamic section of every ELF member.
 
     One pass over the archive, nothing installed: scan(member, chunk) sees the
     bytes of every member in order (chunks of a few MB); examine(member, file,
     facts) is called for each ELF member while it sits extracted in `file`.
+
+    The wheel is read the way pip installs it: members that are symbolic links, or whose
+    names are absolute or climb out with '..', are left out of files and named in
+    report.problems, and so is a member whose declared size or compression ratio is absurd
+    (it is not read). strict=True also reads every member to check it against RECORD (missing,
+    unlisted, wrong hash or size: report.problems). A file that is not a wheel at all
+    raises NotAWheelError.
     """
     path = Path(path)
-    name, version, build, tags = parse_wheel_filename(path.name)
-    files, compressed, modes, elves = {}, {}, {}, {}
-    # ELF members are extracted one at a time beside the wheel (large files stay off a small /tmp),
-    # or in the temporary directory when that folder is read-only; a sizes-only read extracts nothing.
+    try:
+        name, version, build, tags = parse_wheel_filename(path.name)
+    except InvalidWheelFilename as e:
+        raise _not_a_wheel(path, f"its name is not a wheel file name ({shorten(e, 120)})") from None
+    if path.is_dir():
+        raise _not_a_wheel(path, "it is a directory")
+    try:
+        return _read(path, tags, elf, scan, examine, strict)
+    except _ZIP_ERRORS as e:
+        raise _not_a_wheel(path, f"not a readable zip archive ({type(e).__name__}: {shorten(e, 120)})") from None
+    except OSError as e:
+        if e.errno in (errno.EINVAL, None) and e.filename is None:      # a seek to a negative offset: damaged
+            raise _not_a_wheel(path, f"not a readable zip archive ({shorten(e, 120)})") from None
+        raise
+
+
+def _read(path: Path, tags, elf: bool, scan, examine, strict: bool) -> WheelReport:
+    files, compressed, modes, elves, problems = {}, {}, {}, {}, []
+    names: list[str] = []                              # every file member, as the archive lists it
+    digests: dict[str, dict[str, str]] = {}
+    record_data: dict[str, bytes] = {}
+    # ELF members are extracted one at a time to the system's temporary directory (never beside
+    # the wheel: its folder may be read-only); a sizes-only read extracts nothing.
     extracts = elf or scan is not None
-    where = path.parent if os.access(path.parent, os.W_OK) else None
-    with zipfile.ZipFile(path) as zf, (tempfile.TemporaryDirectory(prefix="inspect-", dir=where) if extracts
+    reads = extracts or strict
+    with zipfile.ZipFile(path) as zf, (tempfile.TemporaryDirectory(prefix="inspect-") if extracts
                                        else contextlib.nullcontext("")) as tmp:
+        infos = zf.infolist()
+        dist_infos = sorted({i.filename.split("/", 1)[0] for i in infos
+                             if "/" in i.filename and i.filename.split("/", 1)[0].endswith(".dist-info")})
+        record_member = f"{dist_infos[0]}/RECORD" if len(dist_infos) == 1 else None
+        if len(dist_infos) > 1:
+            problems.append(f"the wheel has {len(dist_infos)} .dist-info folders ({', '.join(dist_infos[:3])}); "
+                            "pip needs exactly one")
         target = Path(tmp) / "member"
-        for info in zf.infolist():
+        seen = set()
+        for info in infos:
+            member = info.filename
+            why = unsafe_name(member)
+            if why:
+                problems.append(f"{shorten(member, 120)} is {why}: pip refuses to install the wheel")
+                continue
             if info.is_dir():
                 continue
-            files[info.filename] = info.file_size
-            compressed[info.filename] = info.compress_size
-            modes[info.filename] = (info.external_attr >> 16) & 0o7777
-            if not elf and scan is None:
+            if member in seen:
+                problems.append(f"{shorten(member, 120)} is in the archive twice")
                 continue
+            seen.add(member)
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if kind == stat.S_IFLNK:
+                problems.append(f"{shorten(member, 120)} is a symbolic link: pip installs it as a small text file, "
+                                "so it stands for no file of the wheel")
+                continue
+            names.append(member)
+            if info.file_size > MAX_MEMBER_SIZE:
+                problems.append(f"{shorten(member, 120)} declares {info.file_size:,} bytes, over the "
+                                f"{MAX_MEMBER_SIZE >> 30} GiB a member may have: not read")
+                continue
+            if info.file_size >= _RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+                problems.append(f"{shorten(member, 120)} would grow {info.file_size // max(info.compress_size, 1):,} "
+                                f"times when unpacked (at most {MAX_RATIO} is sane): not read")
+                continue
+            files[member] = info.file_size
+            compressed[member] = info.compress_size
+            modes[member] = (info.external_attr >> 16) & 0o7777
+            if not reads:
+                continue
+            is_record = member == record_member
+            hashing = strict and not is_record
             with zf.open(info) as src:
                 chunk = src.read(4)
                 is_elf = elf and chunk == elfinfo.ELF_MAGIC
-                if not is_elf and scan is None:
+                if not is_elf and scan is None and not strict:
                     continue
+                hasher = hashlib.sha256() if hashing else None
+                kept = bytearray() if is_record else None
                 with (open(target, "wb") if is_elf else contextlib.nullcontext()) as dst:
                     while chunk:
                         if scan is not None:
-                            scan(info.filename, chunk)
+                            scan(member, chunk)
                         if dst is not None:
                             dst.write(chunk)
-                        chunk = src.read(1 << 22)
+                        if hasher is not None:
+                            hasher.update(chunk)
+                        if kept is not None and len(kept) <= _CHUNK * 4:
+                            kept.extend(chunk)
+                        chunk = src.read(_CHUNK)
+                if hasher is not None:
+                    digests[member] = {"sha256": _record_digest("sha256", hasher.digest())}
+                if kept is not None:
+                    record_data[member] = bytes(kept)
             if not is_elf:
                 continue
             facts = read_elf(target)
             if facts is not None:
-                elves[info.filename] = dataclasses.replace(facts, path=Path(info.filename))
+                elves[member] = dataclasses.replace(facts, path=Path(member))
                 if examine is not None:
-                    examine(info.filename, target, elves[info.filename])
+                    examine(member, target, elves[member])
             target.unlink()
+        if strict:
+            if record_member is None or record_member not in files:
+                problems.append(f"the wheel has no {record_member or '<name>-<version>.dist-info/RECORD'}: "
+                                "pip cannot install or uninstall it")
+            else:
+                record = _read_record(record_data.get(record_member, b""), record_member, problems)
+                if record is not None:
+                    # A stronger hash than sha256 in RECORD: hash that member again with it.
+                    for m, (digest, _) in record.items():
+                        algorithm = digest.partition("=")[0]
+                        if m in digests and algorithm in _RECORD_HASHES and algorithm != "sha256":
+                            h = hashlib.new(algorithm)
+                            with zf.open(m) as src:
+                                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                                    h.update(chunk)
+                            digests[m][algorithm] = _record_digest(algorithm, h.digest())
+                    _compare_record(record, record_member, names, files, digests, problems)
     return WheelReport(path, path.stat().st_size, sum(files.values()), files, modes,
-                       sorted(str(t) for t in tags), elves, compressed)
+                       sorted(str(t) for t in tags), elves, compressed, problems)

@@ -27,6 +27,10 @@ member, and the paths of the build machine any member mentions. Then:
   manylinux     the platform tag is the one the highest GLIBC/GLIBCXX/...
                 symbol versions (and the libraries left to the system) call for
 
+  archive       the wheel reads as pip installs it: no absolute or '..' member name, no
+                symbolic link, no member of absurd size or compression ratio, and RECORD
+                lists every member with its sha256 and size (reader.inspect_wheel)
+
 Each check returns a CheckResult; verify_wheel() returns them all.
 
 Three kinds of wheel (docs/WHEEL-PAIR.md):
@@ -328,7 +332,7 @@ def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
             fatbin, error = None, str(e)
         details[member] = ElfDetails(versions, fatbin, frozenset(imports), frozenset(exports), error)
 
-    report = inspect_wheel(path, scan=scan, examine=examine)
+    report = inspect_wheel(path, scan=scan, examine=examine, strict=True)
     return WheelContents(report, details, scanner, {k: v.decode("utf-8", "replace") for k, v in texts.items()})
 
 
@@ -1222,7 +1226,20 @@ def check_standins(ctx: Context) -> CheckResult:
     return _result("standins", problems, "; ".join(found) + either)
 
 
-CHECKS = (check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels,
+def check_archive(ctx: Context) -> CheckResult:
+    """The wheel as pip installs it (reader.inspect_wheel): no member named outside the install
+    tree, no symbolic link, no member of absurd size or compression ratio, and RECORD matches
+    every member (listed, sha256, size)."""
+    return _archive_result(ctx.contents)
+
+
+def _archive_result(contents: WheelContents) -> CheckResult:
+    report = contents.report
+    return _result("archive", list(report.problems),
+                   f"{_count(len(report.files), 'member')} install inside the tree and match RECORD")
+
+
+CHECKS = (check_archive, check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels,
           check_code_selection, check_standins, check_build_paths, check_licenses, check_manylinux)
 
 
@@ -1262,14 +1279,15 @@ def verify_wheel(path: Path, *, build_paths: Iterable[Path | str] = (),
     kind, info, info_member = wheel_kind(contents, spec.package)
     target = info.get("gpu_target") if isinstance(info, dict) else None
     pair, paired = None, []
+    archive = _archive_result(contents)
     if kind == "target":
         if info is None:
             failed = _result("runtime-info", [f"{info_member} in {path.name} is not readable JSON: a target wheel "
                                               "without its record cannot be checked"], "")
-            return VerifyReport(path, None, [failed], time.monotonic() - start, kind, None)
+            return VerifyReport(path, None, [archive] * (not archive.ok) + [failed], time.monotonic() - start, kind, None)
         result, pair, looked_at = pair_with_base(path, info, spec, needles, base)
         if pair is None:
-            return VerifyReport(path, target, [result], time.monotonic() - start, kind, looked_at)
+            return VerifyReport(path, target, [archive] * (not archive.ok) + [result], time.monotonic() - start, kind, looked_at)
         paired = [result]
     elif kind == "base":
         _remember(path, needles, contents)      # the target wheels verified next read it as their base
@@ -1277,5 +1295,5 @@ def verify_wheel(path: Path, *, build_paths: Iterable[Path | str] = (),
                   info_member=info_member, gpu_target=target, libs_dir=libs_dir_of(contents),
                   policy=claimed_policy(contents.report.platform_tags), needles=needles, generic=generic,
                   probe_root=probe_root, kind=kind, base=pair)
-    checks = paired + [check(ctx) for check in CHECKS]
+    checks = [archive] + paired + [check(ctx) for check in CHECKS if check is not check_archive]
     return VerifyReport(path, target, checks, time.monotonic() - start, kind, pair.summary() if pair else None)

@@ -49,7 +49,8 @@ def test_sizes_only_read_extracts_nothing(tmp_path, monkeypatch):
     assert 0 < report.compressed["demo/big.bin"] < 1_000
 
 
-def test_members_are_extracted_elsewhere_when_the_wheels_folder_is_read_only(tmp_path, monkeypatch):
+def test_members_are_extracted_to_the_temporary_directory_never_beside_the_wheel(tmp_path, monkeypatch):
+    """The wheel's folder may be read-only (a mounted release, a CI artifact): nothing is written there."""
     path = sizes_wheel(tmp_path)
     used = []
     real = reader.tempfile.TemporaryDirectory
@@ -59,10 +60,14 @@ def test_members_are_extracted_elsewhere_when_the_wheels_folder_is_read_only(tmp
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(reader.tempfile, "TemporaryDirectory", recording)
-    reader.inspect_wheel(path)
-    monkeypatch.setattr(reader.os, "access", lambda *args, **kwargs: False)
-    report = reader.inspect_wheel(path)
-    assert used == [tmp_path, None]
+    before = sorted(tmp_path.iterdir())
+    tmp_path.chmod(0o555)
+    try:
+        report = reader.inspect_wheel(path, strict=True)
+    finally:
+        tmp_path.chmod(0o755)
+    assert used == [None]
+    assert sorted(tmp_path.iterdir()) == before
     assert report.files["demo/big.bin"] == 100_000 and report.elf == {}
 
 
@@ -100,3 +105,144 @@ def test_check_does_not_import_the_wheel_builder():
     builder_side = {"builder.package.wheel", "builder.package.staging", "builder.package.project"}
     for path in sorted((REPO / "builder" / "check").glob("*.py")):
         assert not _imported_modules(path) & builder_side, path.name
+
+
+# --------------------------------------------------------------------------- what is not a wheel, and absurd members
+
+import io
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from builder.errors import FatalError, NotAWheelError
+
+WHEEL_NAME = "demo_pkg-1.0-py3-none-any.whl"
+
+
+def run_cli(argv: list[str]) -> int:
+    from builder.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as e:
+        return e.code or 0
+    return 0
+
+
+def good_zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("demo/__init__.py", "x = 1\n" * 200)
+        zf.writestr("demo/lib.so", b"\x7fELF" + bytes(200))
+        zf.writestr("demo_pkg-1.0.dist-info/RECORD", "demo/__init__.py,,\n")
+    return buf.getvalue()
+
+
+NOT_WHEELS = {
+    "not a zip": (WHEEL_NAME, b"this is a text file, not a zip archive\n"),
+    "empty": (WHEEL_NAME, b""),
+    "truncated": (WHEEL_NAME, good_zip_bytes()[:150]),
+    "truncated end": (WHEEL_NAME, good_zip_bytes()[:-10]),
+    "bad name": ("demo.whl", good_zip_bytes()),
+    "directory": (WHEEL_NAME, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_WHEELS))
+def test_a_file_that_is_not_a_wheel_is_a_usage_error(tmp_path, capsys, case):
+    name, data = NOT_WHEELS[case]
+    path = tmp_path / name
+    if data is None:
+        path.mkdir()
+    else:
+        path.write_bytes(data)
+    with pytest.raises(NotAWheelError):
+        reader.inspect_wheel(path, strict=True)
+    assert run_cli(["verify", str(path)]) == NotAWheelError.return_code == 16
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"moshi-build: error: {path} is not a wheel: "), lines
+    assert "Traceback" not in captured.err
+
+
+def test_a_member_of_absurd_size_or_ratio_is_not_read(tmp_path, monkeypatch):
+    path = tmp_path / WHEEL_NAME
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("demo/bomb.bin", b"\0" * (2 << 20), compress_type=zipfile.ZIP_BZIP2)
+        zf.writestr("demo/big.bin", b"1" * 5000)
+    read = []
+    report = reader.inspect_wheel(path, scan=lambda member, chunk: read.append(member))
+    assert report.problems[0].startswith("demo/bomb.bin would grow ")
+    assert report.problems[0].endswith(f"times when unpacked (at most {reader.MAX_RATIO} is sane): not read")
+    assert "demo/bomb.bin" not in read and "demo/bomb.bin" not in report.files
+    monkeypatch.setattr(reader, "MAX_MEMBER_SIZE", 4096)
+    report = reader.inspect_wheel(path, scan=lambda member, chunk: read.append(member))
+    assert "demo/big.bin declares 5,000 bytes, over the 0 GiB a member may have: not read" in report.problems
+    assert reader.MAX_MEMBER_SIZE == 4096 and "demo/big.bin" not in report.files
+
+
+def test_member_names_pip_refuses():
+    assert reader.unsafe_name("../../evil") and reader.unsafe_name("/abs/path")
+    assert reader.unsafe_name("demo/../../x") and reader.unsafe_name("C:/x") and reader.unsafe_name("a\\..\\b")
+    assert reader.unsafe_name("demo/bin/libx.so") is None and reader.unsafe_name("demo/..x/y") is None
+
+
+# --------------------------------------------------------------------------- property-based: only our errors
+
+PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def read_any(directory: Path, data: bytes) -> None:
+    """inspect_wheel on `data` as a wheel file: a report (its problems listed) or our error, nothing else."""
+    path = directory / WHEEL_NAME
+    path.write_bytes(data)
+    try:
+        report = reader.inspect_wheel(path, strict=True, scan=lambda member, chunk: None)
+    except NotAWheelError as e:
+        assert str(e).startswith(f"{path} is not a wheel: ") and "\n" not in str(e)
+    else:
+        assert all(isinstance(p, str) and "\n" not in p for p in report.problems)
+
+
+@PROPERTY
+@given(data=st.binary(max_size=2048))
+def test_random_bytes_give_our_error(tmp_path, data):
+    read_any(tmp_path, data)
+
+
+@PROPERTY
+@given(data=st.binary(max_size=64), prefix=st.sampled_from([b"PK\x03\x04", b"PK\x05\x06", b"PK\x01\x02", b""]))
+def test_random_bytes_looking_like_a_zip_give_our_error(tmp_path, prefix, data):
+    read_any(tmp_path, prefix + data + (b"PK\x05\x06" + bytes(18) if len(data) % 2 else b""))
+
+
+@PROPERTY
+@given(cut=st.integers(min_value=0, max_value=10_000), flip=st.integers(min_value=0, max_value=10_000),
+       byte=st.integers(min_value=0, max_value=255))
+def test_truncated_or_damaged_real_zips_give_our_error(tmp_path, cut, flip, byte):
+    data = bytearray(good_zip_bytes())
+    if flip < len(data):
+        data[flip] = byte
+    read_any(tmp_path, bytes(data[:len(data) - cut % len(data)]) if cut % 3 else bytes(data))
+
+
+member_names = st.text(st.sampled_from("ab./\\:\x00é-_"), min_size=1, max_size=12)
+
+
+@PROPERTY
+@given(entries=st.lists(st.tuples(member_names, st.integers(min_value=0, max_value=0xFFFF),
+                                  st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2]),
+                                  st.binary(max_size=64)), max_size=6),
+       record=st.one_of(st.none(), st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
+def test_zips_with_random_names_and_modes_give_a_report_or_our_error(tmp_path, entries, record):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, mode, method, content in entries:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            info.compress_type = method
+            zf.writestr(info, b"\x7fELF" + content if mode & 1 else content)
+        if record is not None:
+            zf.writestr("demo_pkg-1.0.dist-info/RECORD", record)
+    read_any(tmp_path, buf.getvalue())

@@ -9,6 +9,8 @@ licenses and METADATA, packed with zipfile under a manylinux tag.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import platform
 import shutil
@@ -157,14 +159,21 @@ def pack(directory: Path, content: dict[str, bytes | Path], tag: str = TAG, *,
     directory.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         names = list(content) + [f"{dist_info}/RECORD"]
+        data_of = {n: d.read_bytes() if isinstance(d, Path) else d for n, d in content.items()}
+        data_of.setdefault(names[-1], record_of(data_of, names[-1]))
         for name in names:
-            data = content.get(name, "".join(f"{n},,\n" for n in names).encode())
-            if isinstance(data, Path):
-                data = data.read_bytes()
+            data = data_of[name]
             info = zipfile.ZipInfo(name)
             info.external_attr = (0o755 if data[:4] == b"\x7fELF" else 0o644) << 16
             zf.writestr(info, data)
     return path
+
+
+def record_of(data_of: dict[str, bytes], record: str) -> bytes:
+    """RECORD as pip writes it: path,sha256=<urlsafe base64, no padding>,size (RECORD itself: path,,)."""
+    rows = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}"
+            for n, d in data_of.items() if n != record]
+    return "".join(f"{r}\n" for r in rows + [f"{record},,"]).encode()
 
 
 def offload_reader_probe(manifest_argv: list[str]):
@@ -205,7 +214,7 @@ def failing(results: dict[str, verify.CheckResult]) -> dict[str, str]:
 
 def test_good_wheel_passes_every_check(tmp_path, elf):
     results = check(tmp_path, members(elf))
-    assert list(results) == ["runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
+    assert list(results) == ["archive", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
                              "code-selection", "standins", "build-paths", "licenses", "manylinux"]
     assert failing(results) == {}
     assert results["gpu-code"].line == ("PASS gpu-code: libggml-hip.so 0.0 MB for gfx1100 in 1 bundle; "
@@ -409,7 +418,7 @@ def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys, offload_reader_for
     assert run_cli(["verify", str(good)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(good.name + " (gfx1100, ")
-    assert [l.split(":")[0] for l in out[1:]] == [f"  PASS {c}" for c in ("runtime-info", "elf-closure", "rpath",
+    assert [l.split(":")[0] for l in out[1:]] == [f"  PASS {c}" for c in ("archive", "runtime-info", "elf-closure", "rpath",
                                                   "backends", "gpu-code", "kernels", "code-selection", "standins", "build-paths",
                                                   "licenses", "manylinux")]
     assert run_cli(["verify", "--json", str(good), str(bad)]) == 1
@@ -716,7 +725,7 @@ def results_of(report: verify.VerifyReport) -> dict[str, verify.CheckResult]:
     return {c.name: c for c in report.checks}
 
 
-PAIR_CHECKS = ["base-wheel", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
+PAIR_CHECKS = ["archive", "base-wheel", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
                "code-selection", "standins", "build-paths", "licenses", "manylinux"]
 
 
@@ -724,7 +733,7 @@ def test_a_base_wheel_is_verified_on_its_own(tmp_path, pair_elf):
     base = pack_base(tmp_path / "wheelhouse", base_members(pair_elf))
     report = verify_pair(base, tmp_path)
     results = results_of(report)
-    assert list(results) == PAIR_CHECKS[1:]
+    assert list(results) == [c for c in PAIR_CHECKS if c != "base-wheel"]
     assert failing(results) == {}
     assert (report.kind, report.gpu_target, report.label) == ("base", None, "base wheel")
     for name in ("gpu-code", "kernels", "code-selection"):
@@ -893,3 +902,101 @@ def test_a_self_contained_wheel_reports_as_before(tmp_path, elf):
     report = verify.verify_wheel(pack(tmp_path / "w", members(elf)), probe_root=fake_probe_root())
     assert report.kind == "wheel" and report.label == TARGET
     assert set(report.to_json()) == {"wheel", "gpu_target", "ok", "seconds", "checks"}
+
+
+# --------------------------------------------------------------------------- the wheel as pip installs it
+
+def repack(wheel: Path, out: Path, *, drop: tuple[str, ...] = (), replace: dict[str, bytes] | None = None,
+           extra: tuple[zipfile.ZipInfo | str, ...] = (), extra_data: bytes = b"x") -> Path:
+    """`wheel` copied to the folder `out` with members dropped, replaced (RECORD left as it was) or added."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename in drop:
+                continue
+            dst.writestr(info, (replace or {}).get(info.filename, src.read(info)))
+        for info in extra:
+            dst.writestr(info, extra_data)
+    return path
+
+
+def archive_line(tmp_path: Path, wheel: Path) -> tuple[str, dict[str, verify.CheckResult]]:
+    report = verify.verify_wheel(wheel, probe_root=fake_probe_root(), build_paths=[tmp_path / "build-cache"])
+    print("\n".join(report.lines()))
+    results = {c.name: c for c in report.checks}
+    assert report.checks[0].name == "archive" and not report.ok
+    return results["archive"].line, results
+
+
+@pytest.mark.parametrize("name, why", [
+    ("../../evil", "../../evil is a path with a '..' component (it would land outside the install tree)"),
+    ("/abs/path", "/abs/path is an absolute path"),
+    (f"{PKG}/../../evil.so", f"{PKG}/../../evil.so is a path with a '..' component"),
+])
+def test_a_member_named_outside_the_install_tree_fails(tmp_path, elf, name, why):
+    good = pack(tmp_path / "good", members(elf))
+    line, _ = archive_line(tmp_path, repack(good, tmp_path / "bad", extra=(name,)))
+    assert line.startswith(f"FAIL archive: {why}") and "pip refuses to install the wheel" in line
+
+
+def test_a_symlink_is_no_cpu_backend(tmp_path, elf):
+    """pip installs a symlink entry as a small text file holding its target: it stands for no library."""
+    content = members(elf)
+    cpu = f"{PKG}/bin/libggml-cpu-haswell.so"
+    del content[cpu]
+    good = pack(tmp_path / "good", content)
+    link = zipfile.ZipInfo(cpu)
+    link.create_system = 3
+    link.external_attr = (0o120777) << 16
+    line, results = archive_line(tmp_path, repack(good, tmp_path / "bad", extra=(link,), extra_data=b"libggml-hip.so"))
+    assert line == (f"FAIL archive: {cpu} is a symbolic link: pip installs it as a small text file, so it stands "
+                    "for no file of the wheel")
+    assert not results["backends"].ok
+
+
+RECORD = f"{DIST_INFO}/RECORD"
+
+
+def test_record_problems_fail(tmp_path, elf):
+    good = pack(tmp_path / "good", members(elf))
+    init, config = f"{PKG}/__init__.py", f"{PKG}/bin/demo-config.json"
+    record = zipfile.ZipFile(good).read(RECORD).decode()
+    cases = {
+        "no-record": (dict(drop=(RECORD,)), f"FAIL archive: the wheel has no {RECORD}: pip cannot install or uninstall it"),
+        "wrong-hash": (dict(replace={config: b'{"model": "evil"}\n'}),
+                       f"FAIL archive: {config} does not match its sha256 in {RECORD}"),
+        "unlisted": (dict(extra=(f"{PKG}/extra.py",)), f"FAIL archive: {PKG}/extra.py is not listed in {RECORD}"),
+        "missing": (dict(drop=(init,)), f"FAIL archive: {RECORD} lists {init}, which is not in the wheel"),
+        "wrong-size": (dict(replace={RECORD: record.replace(f"{init},sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,0",
+                                                             f"{init},sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,7").encode()}),
+                       f"FAIL archive: {init} is 0 bytes, but {RECORD} says 7"),
+        "no-hash": (dict(replace={RECORD: record.replace(f"{init},sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,0",
+                                                          f"{init},,").encode()}),
+                    f"FAIL archive: {RECORD} gives no hash for {init}"),
+    }
+    for case, (change, expected) in cases.items():
+        line, _ = archive_line(tmp_path, repack(good, tmp_path / case, **change))
+        assert line == expected, case
+
+
+def test_verify_writes_nothing_beside_the_wheel(tmp_path, elf, monkeypatch):
+    """A wheel in a read-only folder: members go to the system's temporary directory."""
+    from builder.check import reader
+
+    wheel = pack(tmp_path / "wheelhouse", members(elf))
+    used = []
+    real = reader.tempfile.TemporaryDirectory
+
+    def recording(*args, dir=None, **kwargs):
+        used.append(dir)
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(reader.tempfile, "TemporaryDirectory", recording)
+    wheel.parent.chmod(0o555)
+    try:
+        report = verify.verify_wheel(wheel, probe_root=fake_probe_root(), build_paths=[tmp_path / "build-cache"])
+    finally:
+        wheel.parent.chmod(0o755)
+    assert report.ok and used == [None]
+    assert list(wheel.parent.iterdir()) == [wheel]
