@@ -314,6 +314,41 @@ def index_cmd(wheelhouse, out_dir, base_url):
     click.echo(f"index written to {simple}")
 
 
+@cli.command("release-notes")
+@click.argument("wheelhouse", type=click.Path(exists=True, path_type=Path))
+def release_notes_cmd(wheelhouse):
+    """Markdown release notes of the wheels in WHEELHOUSE: each wheel with its version, the
+    components and the Debian packages with their versions (read from the wheels' JSON)."""
+    from builder.publish import release_notes
+
+    click.echo(release_notes.release_notes(wheelhouse), nl=False)
+
+
+@cli.command("publish-check")
+@click.argument("wheels", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--max-size", default="100MB", show_default=True, metavar="SIZE",
+              help="Largest file the index takes (PyPI: 100 MB unless the project was granted more).")
+@click.option("--twine/--no-twine", "twine", default=None,
+              help="Require `twine check` / skip it (default: run it when twine is installed).")
+def publish_check_cmd(wheels, max_size, twine):
+    """Before an upload: every wheel within --max-size and passing `twine check` (one line per
+    check; exit 1 if any wheel fails, before anything is uploaded)."""
+    from builder.publish import checks
+
+    limit = checks.parse_size(max_size)
+    results = checks.check_wheels(list(wheels), limit, twine=twine)
+    if twine is None and not checks.twine_available():
+        click.echo("twine check: skipped, twine is not installed (--twine requires it)")
+    for r in results:
+        click.echo(r.line)
+    failed = sorted({r.wheel for r in results if not r.ok})
+    if failed:
+        click.echo(f"publish-check: {len(failed)} of {len(wheels)} wheels cannot be published: "
+                   f"{', '.join(failed)}; nothing was uploaded", err=True)
+        sys.exit(1)
+    click.echo(f"publish-check: {len(wheels)} wheels ready to publish")
+
+
 @cli.group("env")
 def env_group() -> None:
     """Create, inspect, enter or remove the build environment."""

@@ -113,7 +113,8 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     in_base = [c for r, c in zip(recipes.values(), components) if any(not s.per_target for s in r.build)]
     in_targets = [c for r, c in zip(recipes.values(), components) if any(s.per_target for s in r.build)]
     common = dict(runtime_root=runtime_root, out_dir=out_dir, version=app.version, build_number=build_number,
-                  build_info=build_info, echo=echo, compile_library=environment_compiler(environment))
+                  build_info=build_info, echo=echo, compile_library=environment_compiler(environment),
+                  upstream=project.upstream_info(app))
     base_dir = Path(out_dir) / f".base-{os.getpid()}" if wheels == "targets" else Path(out_dir)
     try:
         base = wheel.build_wheel(kind="base", target=None, prefixes=base_prefixes, tools=tools,

@@ -88,7 +88,7 @@ def test_setup_steps_are_the_readme_setup_command():
 
 # What the CI command may add to or leave out of the README's: which wheels, where GitHub
 # cannot be reached, and the progress bars.
-CI_ONLY_PARAMS = {"gpu_targets", "wheel_set", "mirrors", "source_overrides", "no_progress"}
+CI_ONLY_PARAMS = {"gpu_targets", "wheel_set", "mirrors", "source_overrides", "no_progress", "build_number"}
 
 
 @pytest.mark.parametrize("job_name, wheel_set, gpu_target", [
@@ -112,7 +112,10 @@ def test_wheel_jobs_run_the_readme_main_command_as_root(job_name, wheel_set, gpu
     assert argv[:2] == main_command[:2] == ["moshi-build", "--gpu-targets"]
     assert argv[2] == "$GPU_TARGET" and step["env"]["GPU_TARGET"] == gpu_target
     # Both are the bare form, which runs `all`: its parser accepts them (nothing is run).
-    ci = all_cmd.make_context("all", [a.replace("$GPU_TARGET", "gfx1100") for a in argv[1:]])
+    # every job of a run numbers its wheels alike: the target wheels require the base of their version
+    assert step["env"]["BUILD_NUMBER"] == "${{ github.run_number }}"
+    ci = all_cmd.make_context("all", [a.replace("$GPU_TARGET", "gfx1100").replace("$BUILD_NUMBER", "7")
+                                      for a in argv[1:]])
     readme = all_cmd.make_context("all", main_command[1:])
     assert ci.params["gpu_targets"] == "gfx1100"
     assert readme.params["gpu_targets"] == "gfx1100;gfx1030"
@@ -123,6 +126,7 @@ def test_wheel_jobs_run_the_readme_main_command_as_root(job_name, wheel_set, gpu
     assert ({k: v for k, v in ci.params.items() if k not in CI_ONLY_PARAMS}
             == {k: v for k, v in readme.params.items() if k not in CI_ONLY_PARAMS})
     assert ci.params["out_dir"] == Path("wheelhouse")
+    assert ci.params["build_number"] == 7 and readme.params["build_number"] == 0
     upload = [s for s in job["steps"]
               if s.get("uses", "").startswith("actions/upload-artifact@") and "if" not in s]
     assert upload[0]["with"]["path"] == f"{ci.params['out_dir']}/*.whl"
@@ -211,3 +215,20 @@ def test_publishing_runs_only_for_tags_with_the_permissions_it_needs():
     assert shlex.split(index["run"])[:5] == ["moshi-build", "index", "wheelhouse", "--out", "site"]
     (pages_upload,) = [s for s in jobs["pages"]["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@")]
     assert pages_upload["with"]["path"] == "site"
+
+
+def test_publishing_checks_run_in_verify_before_any_upload(tmp_path):
+    """publish-check (size limit, twine check) runs in job verify, which both publish jobs need:
+    one failing wheel stops the run before anything is uploaded."""
+    from builder.cli import publish_check_cmd
+
+    jobs = workflow()["jobs"]
+    (step,) = steps_running(jobs["verify"], "moshi-build publish-check")
+    argv = shlex.split(step["run"])
+    assert argv[:3] == ["moshi-build", "publish-check", "wheelhouse/*.whl"]
+    wheel = tmp_path / "moshi_rocm-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    ctx = publish_check_cmd.make_context("publish-check", [str(wheel)] + argv[3:])
+    assert ctx.params["twine"] is True and ctx.params["max_size"] == "100MB"
+    for name in ("pypi", "pages"):
+        assert jobs[name]["needs"] == "verify"

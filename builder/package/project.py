@@ -63,22 +63,32 @@ class SystemPackage:
     libraries: tuple[str, ...]
 
 
-def wheel_version(release: str, build_number: int, version_format: str = "{release}.post{build_number}") -> str:
-    """The wheel's version: the main component's public release plus our build number."""
+def wheel_version(release: str, build_number: int, version_format: str = "{release}.post{build_number}",
+                  date: str | None = None) -> str:
+    """The wheel's version: the main component's public release, the pinned source's date as a
+    further release component and our build number (runtime.toml version_format):
+    0.0.0+f1fabbd, 2026-02-18 and build 3 -> 0.0.0.20260218.post3. PEP 440 with no local part."""
     if build_number < 0:
         raise ConfigurationError(f"build number must be >= 0, not {build_number}")
     try:
         upstream = Version(release)
     except InvalidVersion:
         raise ConfigurationError(f"{release!r} is not a PEP 440 version; the recipe's version must be one") from None
-    text = version_format.format(release=upstream.public, build_number=build_number)
+    if "{date}" in version_format and not date:
+        raise ConfigurationError(f"the wheel version ({version_format!r}) needs the application recipe's date")
+    day = (date or "").replace("-", "")
+    text = version_format.format(release=upstream.public, build_number=build_number, date=day)
     try:
-        return str(Version(text))
+        version = Version(text)
     except InvalidVersion:
         raise ConfigurationError(
             f"{release!r} with build {build_number} gives {text!r}, not a valid version "
-            f"(format {version_format!r}); an upstream post-release cannot take another .post"
+            f"(format {version_format!r}); an upstream post-release cannot take another .post, "
+            f"nor a pre-release a date component"
         ) from None
+    if version.local is not None:
+        raise ConfigurationError(f"{text!r} has a local part: indexes refuse it (format {version_format!r})")
+    return str(version)
 
 
 def normalized_name(distribution: str) -> str:
@@ -132,12 +142,15 @@ def _toml(value) -> str:
 
 def render_pyproject(template: str, *, name: str, version: str, summary: str, license: str,
                      keywords: Sequence[str], packages: Sequence[str], scripts: Mapping[str, str],
-                     dependencies: Sequence[str] = ()) -> str:
+                     dependencies: Sequence[str] = (), urls: Mapping[str, str] | None = None,
+                     rocm_stack: str | None = None) -> str:
+    keywords = list(keywords) + ([f"rocm-{rocm_stack}"] if rocm_stack else [])
     script_lines = "\n".join(f"{_toml(script)} = {_toml(target)}" for script, target in scripts.items())
     text = string.Template(template).substitute(
         name=_toml(name), version=_toml(version), summary=_toml(summary), license=_toml(license),
         keywords=_toml(list(keywords)), packages=_toml(list(packages)), scripts=script_lines,
         dependencies=_toml(list(dependencies)),
+        urls="{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in (urls or {}).items()) + "}",
     )
     tomllib.loads(text)  # a rendering bug fails here, not inside pip
     return text
@@ -160,6 +173,39 @@ def render_readme(template: str, *, distribution: str, gpu_target: str, gpus: Se
         components_table=comp_rows, system_table=sys_rows, base=base, version=version,
         target_package=target_package,
     )
+
+
+def upstream_info(recipe) -> dict:
+    """What a wheel records of the application it is made of: its release, the pinned commit
+    (full id, git sources) and the recipe's date."""
+    source = recipe.source
+    return {"name": recipe.name, "release": recipe.version, "commit": getattr(recipe, "commit", None),
+            "date": recipe.date, "url": getattr(source, "url", None)}
+
+
+def upstream_urls(upstream: Mapping) -> dict[str, str]:
+    """Project-URL entries of the metadata: the application's source at the pinned commit."""
+    url, commit = upstream.get("url"), upstream.get("commit")
+    if not (url and commit and re.match(r"https://(github\.com|gitlab\.com)/", url)):
+        return {}
+    return {f"{upstream.get('name', 'upstream')} source": f"{url.rstrip('/').removesuffix('.git')}/tree/{commit}"}
+
+
+def provenance_line(upstream: Mapping, rocm_stack: str | None) -> str:
+    """One line: "moshi.cpp <commit> (<date>), ROCm stack 7.2" (what `moshi-rocm info` shows too)."""
+    parts = []
+    if upstream.get("name"):
+        ref = upstream.get("commit") or upstream.get("release") or "?"
+        parts.append(f"{upstream['name']} {ref}" + (f" ({upstream['date']})" if upstream.get("date") else ""))
+    if rocm_stack:
+        parts.append(f"ROCm stack {rocm_stack}")
+    return ", ".join(parts)
+
+
+def provenance_paragraph(upstream: Mapping, rocm_stack: str | None) -> str:
+    """The README's (the metadata's description) last lines: what the wheel was built from."""
+    line = provenance_line(upstream, rocm_stack)
+    return f"\n## Built from\n\n{line}\n" if line else ""
 
 
 def _known_gpus(gpu_target: str) -> list[str]:

@@ -41,7 +41,7 @@ from builder.common.process import check_logged
 from builder.common.files import sha256_file
 from builder.errors import BuildStepError, ConfigurationError, TargetError
 from builder.package.rules import RuntimeSpec
-from builder.package.project import Component, TEMPLATE_DIR, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
+from builder.package.project import Component, TEMPLATE_DIR, provenance_paragraph, upstream_urls, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
 from builder.package.elfinfo import read_elf
 from builder.package.staging import PAYLOAD_MARKER, Payload, WheelKind, _copy_file, find_external_tools, stage_payload
 from builder.check.reader import WheelReport, grafted_name, inspect_wheel
@@ -97,7 +97,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
                 template_dir: Path = TEMPLATE_DIR, work_dir: Path | None = None, keep_work: bool = False,
                 build_info: Mapping | None = None, echo: Callable[[str], None] = print,
                 compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler,
-                kind: str = "single", provides: Sequence[str] = ()) -> Path:
+                kind: str = "single", provides: Sequence[str] = (), upstream: Mapping | None = None) -> Path:
     """Build, repair and check one wheel; returns the repaired wheel's path.
 
     kind:      "single" (everything for `target`), "base" (target None: the tools, all that
@@ -111,7 +111,10 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
     spec:      the runtime rules (runtime.toml; its [[dlopen]] is the only list of dlopen'd libraries)
     build_info: facts of the build environment for the wheel's JSON (ROCm stack, versions, the
                stand-ins it generated, rocBLAS's kernel targets)
+    upstream:  the application's source (upstream_info()): name, release, commit, date, url; its
+               date goes into the version, all of it into the wheel's JSON, README and URLs
     """
+    upstream = dict(upstream or {})
     build_info = dict(build_info or {})
     standins = list(build_info.pop("standins", []) or [])
     kernel_targets = build_info.pop("rocblas_kernel_targets", None)
@@ -133,7 +136,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
                 raise BuildStepError(f"license file of {c.name} not found: {f}")
     distribution = layout.distribution
     norm = normalized_name(distribution)
-    wheel_ver = wheel_version(version, build_number, spec.version_format)
+    wheel_ver = wheel_version(version, build_number, spec.version_format, upstream.get("date"))
     points = entry_points(tools)
     scripts = package_scripts(spec.package, points) if kind != "target" else {}
     ext = find_external_tools(spec.strip)
@@ -159,6 +162,8 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
             "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
                                  "libraries": list(p.libraries)} for p in system],
             "build": build_info,
+            # The application's pinned source: the version's date and the commit it was built from.
+            "upstream": upstream,
             # Generated libraries standing in for a package (stacks.toml, runtime.toml), with what they define.
             "standins": [s for s in standins if any(p.package == s.get("package") for p in system)]
                         + payload.standins,
@@ -212,13 +217,15 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
             summary=summary, license=expression,
             keywords=[k.format(gpu_target=target) for k in spec.keywords if target or "{gpu_target}" not in k],
             packages=[f"src/{spec.package}"] if kind != "target" else [],
-            scripts=scripts, dependencies=[base] if kind == "target" else []))
+            scripts=scripts, dependencies=[base] if kind == "target" else [],
+            urls=upstream_urls(upstream), rocm_stack=build_info.get("rocm_stack")))
         readme = {"single": "README.md.in", "base": "README-base.md.in", "target": "README-target.md.in"}[kind]
         (project / "README.md").write_text(render_readme(
             (template_dir / readme).read_text(), distribution=distribution, gpu_target=target or "",
             gpus=_known_gpus(target) if target else [], package=spec.package, bin_dir=spec.bin_dir,
             tools=list(tools), components=all_components, system=system,
-            base=spec.base_distribution, version=wheel_ver, target_package=layout.package))
+            base=spec.base_distribution, version=wheel_ver, target_package=layout.package)
+            + provenance_paragraph(upstream, build_info.get("rocm_stack")))
 
         # 3. plain wheel (scikit-build-core installs the payload)
         raw = work / "raw"

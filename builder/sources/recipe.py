@@ -9,6 +9,7 @@ these generically; it has no per-component branches.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from pathlib import Path
 from typing import Literal, Union
 
@@ -122,6 +123,12 @@ class Recipe:
     path: Path
     description: str = ""
     role: Literal["library", "application"] = "library"
+    date: str | None = None           # YYYY-MM-DD: the pinned source's date (an application's wheel version)
+
+    @property
+    def commit(self) -> str | None:
+        """The full commit id of a git source (None for other sources)."""
+        return self.source.commit if isinstance(self.source, GitSource) else None
 
 
 # Top-level fields recipes no longer have, and where what they said lives now.
@@ -170,6 +177,7 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
                               f"path ({e}); name the project folder relative to the recipe") from None
 
     name = data["name"]
+    date = _recipe_date(data, path)
     patches = tuple(
         Patch(patches_dir / name / p["file"], p["sha256"], p.get("reason", ""))
         for p in data.get("patches", [])
@@ -210,7 +218,28 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
         path=path,
         description=data.get("description", ""),
         role=data.get("role", "library"),
+        date=date,
     )
+
+
+def _recipe_date(data: dict, path: Path) -> str | None:
+    """The recipe's date: a real calendar date, not in the future; required for an application,
+    whose wheel version carries it (a newer pinned commit sorts higher)."""
+    text = data.get("date")
+    if text is None:
+        if data.get("role") == "application":
+            raise RecipeError(f"{path}: an application recipe needs date = \"YYYY-MM-DD\", the pinned source's "
+                              "date (git show -s --format=%cs COMMIT): the wheel version is made of it")
+        return None
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise RecipeError(f"{path}: date {shorten(repr(text))} is not a calendar date (YYYY-MM-DD)") from None
+    if day > datetime.date.today() + datetime.timedelta(days=1):
+        raise RecipeError(f"{path}: date {text} is in the future; give the pinned source's date")
+    if day.year < 1970:
+        raise RecipeError(f"{path}: date {text} is before 1970; give the pinned source's date")
+    return day.isoformat()
 
 
 def load_recipe(path: Path, patches_dir: Path = DEFAULT_PATCHES_DIR) -> Recipe:

@@ -160,3 +160,36 @@ def test_collect_install_needs_rules(tmp_path):
     path = write(tmp_path, extra='install = "collect"')
     with pytest.raises(RecipeError, match="no collect rules"):
         load_recipe(path)
+
+
+# --------------------------------------------------------------------------- date (the wheel version's)
+
+def with_top(tmp_path: Path, lines: str, name: str = "demo") -> Path:
+    text = MINIMAL.format(name=name, sha="a" * 64, extra="").replace('version = "1.0"\n', f'version = "1.0"\n{lines}\n')
+    return write(tmp_path, name, text=text)
+
+
+def test_the_application_recipe_records_its_commit_and_date():
+    recipes = load_recipes()
+    app = recipes["moshi.cpp"]
+    # git show -s --format=%cs f1fabbd14a506076d4d0a9755811598220ee9e13
+    assert app.date == "2026-02-18" and app.commit == "f1fabbd14a506076d4d0a9755811598220ee9e13"
+    assert recipes["ffmpeg"].date is None and recipes["ffmpeg"].commit is None  # optional for a library
+    testapp = load_recipe(REPO / "tests" / "fixtures" / "testapp" / "testapp.toml")
+    assert testapp.role == "application" and testapp.date
+
+
+def test_date_is_validated(tmp_path):
+    assert load_recipe(with_top(tmp_path, 'date = "2024-02-29"')).date == "2024-02-29"
+    for bad, complaint in [('"2026-2-18"', "date"), ('"18.02.2026"', "date"), ("20260218", "date"),
+                           ('"2025-02-29"', "not a calendar date"), ('"2025-13-01"', "not a calendar date"),
+                           ('"2999-01-01"', "in the future"), ('"1969-12-31"', "before 1970")]:
+        with pytest.raises(RecipeError, match=complaint):
+            load_recipe(with_top(tmp_path, f"date = {bad}"))
+
+
+def test_an_application_needs_a_date(tmp_path):
+    with pytest.raises(RecipeError, match=r"application recipe needs date = \"YYYY-MM-DD\""):
+        load_recipe(with_top(tmp_path, 'role = "application"'))
+    recipe = load_recipe(with_top(tmp_path, 'role = "application"\ndate = "2026-02-18"'))
+    assert recipe.date == "2026-02-18" and recipe.commit is None  # an archive source has no commit

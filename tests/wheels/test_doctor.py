@@ -845,3 +845,22 @@ def test_info_with_the_base_only(tmp_path, site):
     r = run_package(site, "info", MOSHI_ROCM_TARGET="gfx1030")
     assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
         "the tools:  cannot start: MOSHI_ROCM_TARGET=gfx1030, but moshi-rocm-gfx1030 is not installed")
+
+
+def test_info_shows_the_upstream_commit_and_rocm_stack(tmp_path, site):
+    sys.path.insert(0, str(TEMPLATE_PKG.parent))
+    try:
+        from moshi_rocm.__main__ import info_lines, provenance_line
+    finally:
+        sys.path.remove(str(TEMPLATE_PKG.parent))
+    info = runtime_info("gfx1201")
+    commit = "f1fabbd14a506076d4d0a9755811598220ee9e13"
+    info["upstream"] = {"name": "moshi.cpp", "release": "0.0.0+f1fabbd", "commit": commit, "date": "2026-02-18"}
+    info["build"] = {"rocm_stack": "7.2"}
+    lines = info_lines(info, tmp_path)
+    assert lines[1] == f"moshi.cpp {commit} (2026-02-18), ROCm stack 7.2"
+    # the builder's line (README, release notes) is the same text
+    from builder.package.project import provenance_line as builder_line
+    assert builder_line(info["upstream"], "7.2") == lines[1]
+    del info["upstream"], info["build"]
+    assert provenance_line(info) == "" and not info_lines(info, tmp_path)[1].startswith("moshi.cpp")

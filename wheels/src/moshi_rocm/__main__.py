@@ -50,6 +50,19 @@ def _contents_lines(info: dict, indent: str = "") -> list:
     return lines
 
 
+def provenance_line(info: dict) -> str:
+    """"moshi.cpp <commit> (<date>), ROCm stack 7.2": what the wheel was built from ("" if unknown)."""
+    upstream = info.get("upstream") or {}
+    stack = (info.get("build") or {}).get("rocm_stack")
+    parts = []
+    if upstream.get("name"):
+        ref = upstream.get("commit") or upstream.get("release") or "?"
+        parts.append("%s %s%s" % (upstream["name"], ref, " (%s)" % upstream["date"] if upstream.get("date") else ""))
+    if stack:
+        parts.append("ROCm stack %s" % stack)
+    return ", ".join(parts)
+
+
 def _target_lines(info: dict, package_dir, environ) -> list:
     """A base wheel's target wheels: each with its contents, then the one the tools use now."""
     found = installed_targets(info, package_dir)
@@ -86,8 +99,8 @@ def info_lines(info: dict, package_dir=PACKAGE_DIR, environ=None) -> list:
     else:
         title = "%s %s for %s" % (info.get("distribution", "?"), info.get("version", "?"),
                                   info.get("gpu_target", "?"))
-    lines = [
-        title,
+    built_from = provenance_line(info)
+    lines = [title] + ([built_from] if built_from else []) + [
         "package:    %s" % package_dir,
         "tools:      %s (%s)" % (bin_dir, ", ".join(info.get("tools", [])) or "none"),
         "libraries:  %s" % ", ".join(os.path.normpath(os.path.join(str(package_dir), d))
