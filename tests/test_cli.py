@@ -5,23 +5,8 @@ import pytest
 
 from builder.cli import main
 from tests.helpers.archives import flip_byte, make_tarball
+from tests.helpers.archives import DEMO_RECIPE
 
-RECIPE = """
-schema_version = 1
-name = "demo"
-version = "1.0"
-license = "MIT"
-license_files = ["LICENSE"]
-
-[source]
-kind = "archive"
-url = "{url}"
-sha256 = "{sha}"
-
-[[build]]
-step = "demo"
-system = "cmake"
-"""
 
 
 @pytest.fixture
@@ -29,7 +14,7 @@ def project(tmp_path, file_server):
     sha = make_tarball(file_server.root / "demo-1.0.tar.gz", {"hello.txt": "hi\n", "LICENSE": "MIT\n"})
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    (recipes / "demo.toml").write_text(RECIPE.format(url=f"{file_server.url}/demo-1.0.tar.gz", sha=sha))
+    (recipes / "demo.toml").write_text(DEMO_RECIPE.format(url=f"{file_server.url}/demo-1.0.tar.gz", sha=sha))
     (tmp_path / "patches").mkdir()
     common = ["--recipes-dir", str(recipes), "--patches-dir", str(tmp_path / "patches"),
               "--cache-dir", str(tmp_path / "cache"), "--no-progress"]

@@ -36,3 +36,21 @@ def recipe_for(tmp_path: Path, source: dict, patches: list[dict] = (), name: str
         "build": [{"step": name, "system": "cmake"}],
     }
     return parse_recipe(data, tmp_path / f"{name}.toml", tmp_path / "patches")
+
+
+# The same one-step recipe as TOML text, for tests that write a recipes folder for the CLI.
+DEMO_RECIPE = """schema_version = 1
+name = "demo"
+version = "1.0"
+license = "MIT"
+license_files = ["LICENSE"]
+
+[source]
+kind = "archive"
+url = "{url}"
+sha256 = "{sha}"
+
+[[build]]
+step = "demo"
+system = "cmake"
+"""

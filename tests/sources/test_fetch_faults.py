@@ -19,6 +19,7 @@ from builder.errors import (ChecksumMismatchError, ConfigurationError, DiskFullE
 from builder.sources import fetch as sources
 from builder.sources import manifest
 from tests.helpers.archives import make_tarball, recipe_for
+from tests.helpers.archives import DEMO_RECIPE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,21 +42,6 @@ def archive_recipe(tmp_path, server, sha, patches=()):
 
 # -- one writer per cache entry --------------------------------------------------------------
 
-RECIPE = """schema_version = 1
-name = "demo"
-version = "1.0"
-license = "MIT"
-license_files = ["LICENSE"]
-
-[source]
-kind = "archive"
-url = "{url}"
-sha256 = "{sha}"
-
-[[build]]
-step = "demo"
-system = "cmake"
-"""
 
 
 def test_two_fetch_processes_share_one_download_not_one_part_file(tmp_path, file_server):
@@ -74,7 +60,7 @@ def test_two_fetch_processes_share_one_download_not_one_part_file(tmp_path, file
     file_server.chunk_delay = 0.02
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    (recipes / "demo.toml").write_text(RECIPE.format(url=f"{file_server.url}/demo-1.0.tar.gz", sha=sha))
+    (recipes / "demo.toml").write_text(DEMO_RECIPE.format(url=f"{file_server.url}/demo-1.0.tar.gz", sha=sha))
     (tmp_path / "patches").mkdir()
     argv = [sys.executable, "-m", "builder", "fetch", "--recipes-dir", str(recipes),
             "--patches-dir", str(tmp_path / "patches"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
