@@ -19,6 +19,7 @@ from builder.errors import (ConfigurationError, FatalError, InterruptedByUser, f
 from builder.sources.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application  # noqa: E402
 from builder import pipeline  # noqa: E402
 from builder.check import sizes  # noqa: E402
+from builder.common.files import sha256_file  # noqa: E402
 from builder.sources import fetch as sources  # noqa: E402
 from builder.envs import default_stack_name, get_environment, get_stack, stack_names  # noqa: E402
 from builder.rocm import targets  # noqa: E402
@@ -154,10 +155,16 @@ def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
 @click.option("--wheels", "wheel_set", type=click.Choice(pipeline.WHEEL_SETS), default="all", show_default=True,
               help="base: only the shared moshi-rocm wheel (no per-target build); targets: only the "
                    "moshi-rocm-<gfx> wheels (a CI matrix makes the base once, the targets in parallel).")
+@click.option("--wheel-cache/--no-wheel-cache", default=True, show_default=True,
+              help="Copy a wheel whose inputs did not change from the cache (CACHE/wheels) instead of "
+                   "building and verifying it again.")
+@click.option("--check-reproducible", is_flag=True,
+              help="Then build the wheels a second time, without the wheel cache, into OUT/reproduce and "
+                   "compare the bytes (exit 17 naming the first difference).")
 @env_options
 @source_options
-def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, wheel_set, environment, recipes,
-            fetch_options):
+def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, wheel_set, wheel_cache, check_reproducible,
+            environment, recipes, fetch_options):
     """The whole chain: build, then the base wheel and one wheel per gfx target (also: moshi-build --gpu-targets ...)."""
     targets_list = parse_gpu_targets(gpu_targets)
     targets.check_known_targets(targets_list)
@@ -167,9 +174,12 @@ def all_cmd(gpu_targets, jobs, app, out_dir, build_number, size_report, wheel_se
                             progress=fetch_options.progress, echo=click.echo)
     wheels = pipeline.make_wheels(chosen, report, built_for, environment, out_dir,
                                   build_number=build_number, envs_dir=fetch_options.cache.envs, echo=click.echo,
-                                  wheels=wheel_set)
+                                  wheels=wheel_set, cache=fetch_options.cache if wheel_cache else None)
     for w in wheels:
-        click.echo(f"{w}  {w.stat().st_size / 1e6:.1f} MB")
+        click.echo(f"{w}  {w.stat().st_size / 1e6:.1f} MB  sha256 {sha256_file(w)}")
+    if check_reproducible:
+        pipeline.check_reproducible(chosen, report, built_for, environment, wheels, build_number=build_number,
+                                    envs_dir=fetch_options.cache.envs, echo=click.echo, wheels=wheel_set)
     if size_report:
         for w in wheels:
             click.echo(sizes.format_report(sizes.read_sizes(w)))
@@ -213,6 +223,27 @@ def size_report_cmd(wheels, top):
     """List what takes the room in built wheels (compressed and installed)."""
     for w in wheels:
         click.echo(sizes.format_report(sizes.read_sizes(w), top=top))
+
+
+@cli.command("compare")
+@click.argument("first", type=click.Path(exists=True, path_type=Path))
+@click.argument("second", type=click.Path(exists=True, path_type=Path))
+def compare_cmd(first, second):
+    """Are two wheels (or two folders of wheels, by name) the same bytes? Names the first
+    difference: a member, its metadata, or the offset inside it (and the ELF section)."""
+    from builder.check import compare
+
+    if first.is_dir() != second.is_dir():
+        raise ConfigurationError(f"compare two wheels or two folders of wheels, not {first} and {second}")
+    results = compare.compare_folders(first, second) if first.is_dir() else [compare.compare_wheels(first, second)]
+    for r in results:
+        click.echo(r.line())
+    different = [r for r in results if not r.identical]
+    if different:
+        from builder.errors import NotReproducibleError
+
+        raise NotReproducibleError(f"{len(different)} of {len(results)} wheel(s) differ; the first: "
+                                   f"{different[0].a.name}")
 
 
 @cli.command("verify")

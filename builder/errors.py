@@ -139,6 +139,12 @@ class NotAWheelError(FatalError):
     return_code = 16
 
 
+class NotReproducibleError(FatalError):
+    """Two builds of the same wheel from the same inputs gave different bytes."""
+
+    return_code = 17
+
+
 # errno values of the file system that a user can cause (and fix); ENOSPC and EDQUOT are DiskFullError.
 FILE_SYSTEM_ERRNOS = frozenset({
     errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.ELOOP,

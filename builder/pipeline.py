@@ -77,13 +77,17 @@ WHEEL_SETS = ("all", "base", "targets")
 
 def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
                 environment: BuildEnvironment, out_dir: Path, build_number: int = 0,
-                envs_dir: Path | None = None, echo=print, wheels: str = "all") -> list[Path]:
+                envs_dir: Path | None = None, echo=print, wheels: str = "all",
+                cache: Cache | None = None) -> list[Path]:
     """The base wheel and one wheel per gfx target (docs/WHEEL-PAIR.md), repaired and verified,
     from the staged prefixes of a build; the base wheel's path comes first.
 
     wheels: "all", "base" (no target wheel) or "targets" (the base wheel is still made, in a
     folder that is then deleted: the target wheels are checked against it; a CI matrix makes
-    and publishes the base in a job of its own)."""
+    and publishes the base in a job of its own).
+    cache:  where verified wheels are kept by the key of their inputs (package/wheel_cache.py):
+    a wheel whose inputs did not change is copied from there, not built again. None: build
+    every wheel (the second build of --check-reproducible)."""
     if wheels not in WHEEL_SETS:
         raise ValueError(f"wheels must be one of {WHEEL_SETS}, not {wheels!r}")
     from builder.package import project
@@ -117,13 +121,16 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
                   upstream=project.upstream_info(app))
     base_dir = Path(out_dir) / f".base-{os.getpid()}" if wheels == "targets" else Path(out_dir)
     try:
-        base = wheel.build_wheel(kind="base", target=None, prefixes=base_prefixes, tools=tools,
-                                 components=in_base, **{**common, "out_dir": base_dir})
-        verify_built_wheel(base, report, runtime_root, envs_dir, echo)
+        made = _WheelMaker(report, runtime_root, envs_dir, echo, cache, common)
+        base = made.wheel(kind="base", target=None, prefixes=base_prefixes, tools=tools, components=in_base,
+                          out_dir=base_dir)
         paths = [base] if wheels != "targets" else []
         if wheels != "base":
-            paths += _target_wheels(base, gpu_targets, report, per_target, in_targets, common, runtime_root,
-                                    envs_dir, echo)
+            provides = wheel.provided_by(base)
+            for target in gpu_targets:
+                prefixes = {r.step: r.prefix for r in report.results if r.target == target and r.step in per_target}
+                paths.append(made.wheel(kind="target", target=target, prefixes=prefixes, tools=[],
+                                        components=in_targets, provides=provides, base=base))
     except BaseException:
         if wheels == "targets" and base_dir.exists():
             echo(f"the base wheel made to check the target wheels is kept in {base_dir}")
@@ -133,19 +140,40 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     return paths
 
 
-def _target_wheels(base: Path, gpu_targets, report, per_target, in_targets, common, runtime_root, envs_dir,
-                   echo) -> list[Path]:
-    from builder.package import wheel
+@dataclasses.dataclass
+class _WheelMaker:
+    """One wheel: copied from the wheel cache when its inputs' key is there, else built
+    (wheel.build_wheel), verified and then kept in the cache."""
+    report: BuildReport
+    runtime_root: Path
+    envs_dir: Path
+    echo: object
+    cache: Cache | None
+    common: dict
 
-    paths = []
-    provides = wheel.provided_by(base)
-    for target in gpu_targets:
-        prefixes = {r.step: r.prefix for r in report.results if r.target == target and r.step in per_target}
-        path = wheel.build_wheel(kind="target", target=target, prefixes=prefixes, tools=[], components=in_targets,
-                                 provides=provides, **common)
-        verify_built_wheel(path, report, runtime_root, envs_dir, echo, base=base)
-        paths.append(path)
-    return paths
+    def wheel(self, *, kind: str, target: str | None, prefixes, tools, components, provides=(),
+              base: Path | None = None, out_dir: Path | None = None) -> Path:
+        from builder.package import wheel
+        from builder.package import wheel_cache
+
+        common = {**self.common, **({"out_dir": out_dir} if out_dir is not None else {})}
+        label = kind if target is None else f"{kind}-{target}"
+        store = wheel_cache.WheelCache(self.cache) if self.cache is not None else None
+        key, inputs = wheel_cache.wheel_key(
+            kind=kind, target=target, prefixes=prefixes, tools=tools, components=components,
+            version=common["version"], build_number=common["build_number"], build_info=common["build_info"],
+            upstream=common["upstream"], provides=provides)
+        if store is not None:
+            cached = store.reuse(label, key, common["out_dir"], self.echo)
+            if cached is not None:
+                return cached
+        path = wheel.build_wheel(kind=kind, target=target, prefixes=prefixes, tools=tools, components=components,
+                                 **({"provides": provides} if provides else {}), **common)
+        verify_built_wheel(path, self.report, self.runtime_root, self.envs_dir, self.echo,
+                           **({"base": base} if base is not None else {}))
+        if store is not None:
+            store.store(label, key, inputs, path)
+        return path
 
 
 def environment_compiler(environment: BuildEnvironment):
@@ -183,3 +211,37 @@ def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, envs
         failed = "; ".join(f"{c.name}: {c.problems[0] if c.problems else c.summary}" for c in result.failures)
         raise WheelVerificationError(f"{path.name} fails verification ({failed}); kept as {rejected}, "
                                      f"`moshi-build verify {rejected}` repeats the checks")
+
+
+def check_reproducible(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
+                       environment: BuildEnvironment, made: list[Path], build_number: int = 0,
+                       envs_dir: Path | None = None, echo=print, wheels: str = "all"):
+    """Build the wheels of `made` a second time from the same build prefixes, without the wheel
+    cache, into a folder beside them, and compare each pair byte for byte (check/compare.py).
+    Identical: the second folder is removed. Different: NotReproducibleError naming the first
+    differing member and offset; the second build is kept."""
+    from builder.check.compare import compare_wheels
+    from builder.errors import NotReproducibleError
+
+    out_dir = Path(made[0]).parent
+    second_dir = out_dir / "reproduce"
+    if second_dir.exists():
+        shutil.rmtree(second_dir)
+    echo(f"building the wheels a second time into {second_dir} (the wheel cache unused)")
+    again = make_wheels(recipes, report, gpu_targets, environment, second_dir, build_number=build_number,
+                        envs_dir=envs_dir, echo=echo, wheels=wheels, cache=None)
+    by_name = {p.name: p for p in again}
+    comparisons = []
+    for first in made:
+        second = by_name.get(first.name)
+        if second is None:
+            raise NotReproducibleError(f"the second build made no {first.name} (it made {', '.join(sorted(by_name))}); "
+                                       f"its wheels are kept in {second_dir}")
+        comparisons.append(compare_wheels(first, second))
+        echo(comparisons[-1].line())
+    different = [c for c in comparisons if not c.identical]
+    if different:
+        raise NotReproducibleError(f"{len(different)} of {len(comparisons)} wheel(s) differ between two builds: "
+                                   f"{different[0].line()}; the second build is kept in {second_dir}")
+    shutil.rmtree(second_dir, ignore_errors=True)
+    return comparisons

@@ -117,6 +117,24 @@ def _not_a_wheel(path: Path, why: str) -> NotAWheelError:
                           "(a damaged download: fetch or build it again)")
 
 
+@contextlib.contextmanager
+def open_wheel(path: Path):
+    """The wheel as a ZipFile; NotAWheelError (one line) for a name, directory or archive that is not one."""
+    path = Path(path)
+    try:
+        parse_wheel_filename(path.name)
+    except InvalidWheelFilename as e:
+        raise _not_a_wheel(path, f"its name is not a wheel file name ({shorten(e, 120)})") from None
+    if path.is_dir():
+        raise _not_a_wheel(path, "it is a directory")
+    try:
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as e:
+        raise _not_a_wheel(path, f"not a readable zip archive ({type(e).__name__}: {shorten(e, 120)})") from None
+    with zf:
+        yield zf
+
+
 def _record_digest(algorithm: str, digest: bytes) -> str:
     return f"{algorithm}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 

@@ -6,6 +6,7 @@ Layout under the cache root:
   sources/<component>-<key>/      extracted, patched source trees
   envs/                           build environments (root filesystems)
   builds/<step>-<key>/            staged install prefixes of build steps
+  wheels/<dist>-<key>/            verified wheels and what they were made of (package/wheel_cache.py)
   logs/                           one log per build step run
   locks/                          one lock file per entry being made (entry_lock)
 Everything that appears under these names is complete: work happens in a
@@ -39,7 +40,7 @@ PROCESS_START = time.time()
 # staging_dir's names: "." + the entry's name + "." + mkdtemp's 8 random characters + ".tmp"
 _STAGING = re.compile(r"^\.(?P<entry>.+)\.[a-z0-9_]{8}\.tmp$")
 # Areas whose entries are made in staging folders under entry_lock().
-SWEPT_AREAS = ("sources", "git", "builds")
+SWEPT_AREAS = ("sources", "git", "builds", "wheels")
 
 CACHE_DIR_ENV = "MOSHI_BUILD_CACHE_DIR"
 

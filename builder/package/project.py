@@ -183,6 +183,29 @@ def upstream_info(recipe) -> dict:
             "date": recipe.date, "url": getattr(source, "url", None)}
 
 
+# zip cannot store times before 1980-01-01 (the fallback when nothing pins a date)
+ZIP_EPOCH = 315532800
+
+
+def source_date_epoch(upstream: Mapping | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    """The time every member of a wheel is stamped with (reproducible-builds.org's SOURCE_DATE_EPOCH):
+    the caller's SOURCE_DATE_EPOCH if set, else the pinned application's date (the recipe's
+    `date`, midnight UTC), else 1980-01-01. Two builds of the same pins get the same stamps."""
+    raw = environ.get("SOURCE_DATE_EPOCH")
+    if raw:
+        if not raw.isdigit():
+            raise ConfigurationError(f"SOURCE_DATE_EPOCH={raw[:40]!r}: expected seconds since 1970 (digits only)")
+        return max(int(raw), ZIP_EPOCH)
+    date = (upstream or {}).get("date")
+    if date:
+        import datetime
+
+        day = datetime.date.fromisoformat(str(date))
+        return max(int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp()),
+                   ZIP_EPOCH)
+    return ZIP_EPOCH
+
+
 def upstream_urls(upstream: Mapping) -> dict[str, str]:
     """Project-URL entries of the metadata: the application's source at the pinned commit."""
     url, commit = upstream.get("url"), upstream.get("commit")

@@ -23,6 +23,7 @@ find_tools()), files from globs and rules in builder/resources/runtime.toml.
 """
 
 from __future__ import annotations
+import contextlib
 import json
 import zipfile
 import logging
@@ -41,7 +42,7 @@ from builder.common.process import check_logged
 from builder.common.files import sha256_file
 from builder.errors import BuildStepError, ConfigurationError, TargetError
 from builder.package.rules import RuntimeSpec
-from builder.package.project import Component, TEMPLATE_DIR, provenance_paragraph, upstream_urls, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
+from builder.package.project import Component, TEMPLATE_DIR, source_date_epoch, provenance_paragraph, upstream_urls, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
 from builder.package.elfinfo import read_elf
 from builder.package.staging import PAYLOAD_MARKER, Payload, WheelKind, _copy_file, find_external_tools, stage_payload
 from builder.check.reader import WheelReport, grafted_name, inspect_wheel
@@ -115,6 +116,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
                date goes into the version, all of it into the wheel's JSON, README and URLs
     """
     upstream = dict(upstream or {})
+    epoch = source_date_epoch(upstream)
     build_info = dict(build_info or {})
     standins = list(build_info.pop("standins", []) or [])
     kernel_targets = build_info.pop("rocblas_kernel_targets", None)
@@ -231,7 +233,10 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
         raw = work / "raw"
         env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "AUDITWHEEL_LD_LIBRARY_PATH")}
         env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PATH": ext.path_env,
-                    "MOSHI_WHEEL_PAYLOAD": str(payload.root)})
+                    "MOSHI_WHEEL_PAYLOAD": str(payload.root),
+                    # scikit-build-core and auditwheel stamp every zip member with it: the
+                    # same pins give the same bytes (docs/REPRODUCIBLE.md)
+                    "SOURCE_DATE_EPOCH": str(epoch)})
         echo(f"{elapsed()} packing the payload with scikit-build-core")
         check_logged([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
               "--wheel-dir", str(raw),
@@ -262,7 +267,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
         if len(repaired) != 1:
             raise BuildStepError(f"auditwheel wrote {len(repaired)} wheels, expected one; see {log_path}")
         if layout.provides:
-            _link_grafts_to_base(repaired[0], layout, ext, log_path, echo)
+            _link_grafts_to_base(repaired[0], layout, ext, log_path, echo, epoch)
 
         # 5. check, then publish
         echo(f"{elapsed()} checking {repaired[0].name}")
@@ -281,6 +286,20 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
             shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _environment(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def provided_by(base_wheel: Path) -> list[str]:
     """The SONAMEs a base wheel's bin_dir holds for target wheels to link (its _runtime.json)."""
     with zipfile.ZipFile(base_wheel) as zf:
@@ -293,14 +312,16 @@ def provided_by(base_wheel: Path) -> list[str]:
     return list(info["provides"])
 
 
-def _link_grafts_to_base(path: Path, layout: WheelKind, ext, log_path: Path, echo: Callable[[str], None]) -> None:
+def _link_grafts_to_base(path: Path, layout: WheelKind, ext, log_path: Path, echo: Callable[[str], None],
+                         epoch: int) -> None:
     """A target wheel's grafts that load a library of the base wheel (librocblas needs
     libamdhip64) get a RUNPATH entry for the base's folder. auditwheel sets a graft's RUNPATH
     to $ORIGIN, so this is done in the repaired wheel (its RECORD rewritten by auditwheel's
     own InWheelCtx); ld.so then finds the base's library whatever loads the graft first."""
     from auditwheel.wheeltools import InWheelCtx
 
-    with InWheelCtx(path, path) as ctx:
+    # InWheelCtx re-zips in this process and stamps the members with SOURCE_DATE_EPOCH
+    with _environment(SOURCE_DATE_EPOCH=str(epoch)), InWheelCtx(path, path) as ctx:
         for lib in sorted((Path(ctx.path) / layout.libs_dir).glob("*.so*")):
             facts = read_elf(lib)
             if facts is None or not set(facts.needed) & layout.provides:

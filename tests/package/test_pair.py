@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from builder.check import reader
+from builder.check import compare
 from builder.package import wheel
 from builder.package.rules import parse_runtime_spec
 from tests.helpers.elf import gcc
@@ -50,7 +51,26 @@ def pair(tmp_path_factory):
     target = wheel.build_wheel(kind="target", target="gfx1100", prefixes={"gpu": gpu_prefix}, tools=[],
                                components=[("tiny", "1.0", "MIT", [tiny.license])],
                                provides=wheel.provided_by(base), **common)
+    tiny.gpu_prefix, tiny.common = gpu_prefix, common
     return base, target, tiny
+
+
+def test_a_second_build_of_the_pair_gives_the_same_bytes(pair, tmp_path):
+    """Reproducible wheels: the same prefixes, root and inputs, built again a second later into
+    another folder (other work paths, other mtimes), give byte-identical base and target wheels,
+    the target's grafts re-zipped by _link_grafts_to_base included."""
+    base, target, tiny = pair
+    common = {**tiny.common, "out_dir": tmp_path / "again"}
+    base2 = wheel.build_wheel(kind="base", target=None, prefixes=tiny.prefixes, tools=["tiny-tool"],
+                              components=[("tiny", "1.0", "MIT", [tiny.license])], **common)
+    target2 = wheel.build_wheel(kind="target", target="gfx1100", prefixes={"gpu": tiny.gpu_prefix}, tools=[],
+                                components=[("tiny", "1.0", "MIT", [tiny.license])],
+                                provides=wheel.provided_by(base2), **common)
+    for first, second in ((base, base2), (target, target2)):
+        result = compare.compare_wheels(first, second)
+        assert result.identical, result.line()
+    with zipfile.ZipFile(target2) as zf:   # stamped with the fallback epoch (no upstream date given)
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 def test_the_base_wheel_carries_the_shared_runtime_under_its_soname(pair):

@@ -477,3 +477,15 @@ def test_the_tool_runs_from_the_unpacked_wheel_alone(tiny_wheel, tmp_path):
         for p, original in zip(hidden, (tiny.prefix, tiny.root.path)):
             p.rename(original)
     assert (r.returncode, r.stdout, r.stderr) == (0, TINY_TOOL_OUTPUT, "")
+
+
+def test_source_date_epoch_comes_from_the_pinned_date_unless_given():
+    from builder.package.project import ZIP_EPOCH, source_date_epoch
+    from builder.errors import ConfigurationError
+
+    assert source_date_epoch({"date": "2026-02-18"}, environ={}) == 1771372800   # 2026-02-18T00:00:00Z
+    assert source_date_epoch({"date": "2026-02-18"}, environ={"SOURCE_DATE_EPOCH": "1700000000"}) == 1700000000
+    assert source_date_epoch({}, environ={}) == ZIP_EPOCH                      # zip cannot go below 1980
+    assert source_date_epoch({"date": "1970-01-02"}, environ={}) == ZIP_EPOCH
+    with pytest.raises(ConfigurationError, match="SOURCE_DATE_EPOCH='yesterday'"):
+        source_date_epoch({}, environ={"SOURCE_DATE_EPOCH": "yesterday"})

@@ -1,0 +1,207 @@
+"""Are two wheels the same bytes, and if not, where do they first differ?
+
+`moshi-build compare A B` and `moshi-build all --check-reproducible` (which
+rebuilds the wheels from the cache into a second folder) use this. Equal
+sha256 ends it. Otherwise the archives are walked in order, from what a user
+would care about most to least:
+
+  members      a member only in one wheel, or the same members in another order
+  metadata     a member's timestamp, permissions, compression method or extra field
+  content      a member's bytes: the first differing offset, and for an ELF file
+               the section that holds it (.dynstr, .hip_fatbin, ...)
+  container    same members, same metadata, same contents, yet other archive bytes
+               (another compression level or zlib): the first differing offset of
+               the files themselves and the member whose record holds it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import zipfile
+from pathlib import Path
+
+from builder.common.files import sha256_file
+
+CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    kind: str                  # members | metadata | content | container
+    member: str | None         # the member inside the wheel (None: the archive itself)
+    offset: int | None = None  # byte offset inside the member (content) or the file (container)
+    detail: str = ""
+
+    def line(self) -> str:
+        where = f" {self.member}" if self.member else ""
+        at = f" at byte {self.offset:,}" if self.offset is not None else ""
+        return f"first difference ({self.kind}){where}{at}: {self.detail}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    a: Path
+    b: Path
+    sha256_a: str
+    sha256_b: str
+    difference: Difference | None
+
+    @property
+    def identical(self) -> bool:
+        return self.sha256_a == self.sha256_b
+
+    def line(self) -> str:
+        if self.identical:
+            return f"{self.a.name}: identical (sha256 {self.sha256_a})"
+        return (f"{self.a.name}: DIFFERS (sha256 {self.sha256_a[:16]}… in {self.a.parent}, "
+                f"{self.sha256_b[:16]}… in {self.b.parent}); "
+                + (self.difference.line() if self.difference else "no member-level difference found"))
+
+
+def compare_wheels(a: Path, b: Path) -> Comparison:
+    """Compare two wheel files (zip archives); NotAWheelError for what is not one (reader's rules)."""
+    from builder.check.reader import open_wheel
+
+    sha_a, sha_b = sha256_file(a), sha256_file(b)
+    if sha_a == sha_b:
+        return Comparison(a, b, sha_a, sha_b, None)
+    with open_wheel(a) as za, open_wheel(b) as zb:
+        difference = _first_difference(za, zb, a, b)
+    return Comparison(a, b, sha_a, sha_b, difference)
+
+
+_METADATA = (("date_time", "timestamp"), ("external_attr", "permissions"), ("compress_type", "compression method"),
+             ("flag_bits", "flag bits"), ("extra", "extra field"), ("comment", "comment"),
+             ("create_system", "creating system"))
+
+
+def _first_difference(za: zipfile.ZipFile, zb: zipfile.ZipFile, a: Path, b: Path) -> Difference | None:
+    infos_a, infos_b = za.infolist(), zb.infolist()
+    names_a, names_b = [i.filename for i in infos_a], [i.filename for i in infos_b]
+    if set(names_a) != set(names_b):
+        only_a, only_b = set(names_a) - set(names_b), set(names_b) - set(names_a)
+        first = next(n for n in names_a + names_b if n in only_a or n in only_b)
+        side = a.parent if first in only_a else b.parent
+        return Difference("members", first, detail=f"only in the wheel in {side} "
+                          f"({len(only_a)} member(s) only in {a.parent}, {len(only_b)} only in {b.parent})")
+    if names_a != names_b:
+        index = next(i for i, (x, y) in enumerate(zip(names_a, names_b)) if x != y)
+        return Difference("members", names_a[index],
+                          detail=f"member {index} is {names_a[index]} in {a.parent} but {names_b[index]} in {b.parent} "
+                                 "(same members, another order)")
+    for ia, ib in zip(infos_a, infos_b):
+        for field, label in _METADATA:
+            va, vb = getattr(ia, field), getattr(ib, field)
+            if va != vb:
+                return Difference("metadata", ia.filename, detail=f"{label} {_show(field, va)} vs {_show(field, vb)}")
+        if ia.CRC != ib.CRC or ia.file_size != ib.file_size:
+            offset = _first_differing_offset(za, zb, ia.filename)
+            return Difference("content", ia.filename, offset,
+                              _content_detail(za, zb, ia.filename, offset, ia.file_size, ib.file_size))
+    offset = _first_differing_file_offset(a, b)
+    holder = _member_holding(infos_a, offset) if offset is not None else None
+    return Difference("container", holder, offset,
+                      "every member has the same bytes and metadata, the archives differ "
+                      "(compression level or zlib version)" + (f"; the byte is in the record of {holder}" if holder else ""))
+
+
+def _show(field: str, value) -> str:
+    if field == "external_attr":
+        return oct(value >> 16)
+    if field == "date_time":
+        return "%04d-%02d-%02d %02d:%02d:%02d" % value
+    return repr(value)
+
+
+def _first_differing_offset(za: zipfile.ZipFile, zb: zipfile.ZipFile, name: str) -> int:
+    offset = 0
+    with za.open(name) as fa, zb.open(name) as fb:
+        while True:
+            ca, cb = fa.read(CHUNK), fb.read(CHUNK)
+            if ca != cb:
+                return offset + next((i for i, (x, y) in enumerate(zip(ca, cb)) if x != y), min(len(ca), len(cb)))
+            if not ca:
+                return offset
+            offset += len(ca)
+
+
+def _content_detail(za: zipfile.ZipFile, zb: zipfile.ZipFile, name: str, offset: int, size_a: int, size_b: int) -> str:
+    sizes = f"{size_a:,} vs {size_b:,} bytes" if size_a != size_b else f"both {size_a:,} bytes"
+    section = _elf_section_at(za, name, offset)
+    where = f", in ELF section {section}" if section else ""
+    digests = []
+    for z in (za, zb):
+        h = hashlib.sha256()
+        with z.open(name) as f:
+            for chunk in iter(lambda: f.read(CHUNK), b""):
+                h.update(chunk)
+        digests.append(h.hexdigest()[:16])
+    return f"{sizes}{where} (sha256 {digests[0]}… vs {digests[1]}…)"
+
+
+def _elf_section_at(z: zipfile.ZipFile, name: str, offset: int) -> str | None:
+    """The name of the ELF section (or program/section header table) holding file offset `offset`."""
+    with z.open(name) as f:
+        if f.read(4) != b"\x7fELF":
+            return None
+    import io
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        elf = ELFFile(io.BytesIO(z.read(name)))
+        header = elf.header
+        if offset < header["e_ehsize"]:
+            return "ELF header"
+        if header["e_phoff"] <= offset < header["e_phoff"] + header["e_phnum"] * header["e_phentsize"]:
+            return "program headers"
+        if header["e_shoff"] <= offset < header["e_shoff"] + header["e_shnum"] * header["e_shentsize"]:
+            return "section headers"
+        for section in elf.iter_sections():
+            start, size = section["sh_offset"], section["sh_size"]
+            if section["sh_type"] != "SHT_NOBITS" and start <= offset < start + size:
+                return section.name or "(unnamed section)"
+    except (ELFError, ValueError, KeyError, IndexError):
+        return None
+    return "between sections"
+
+
+def _first_differing_file_offset(a: Path, b: Path) -> int | None:
+    offset = 0
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(CHUNK), fb.read(CHUNK)
+            if ca != cb:
+                return offset + next((i for i, (x, y) in enumerate(zip(ca, cb)) if x != y), min(len(ca), len(cb)))
+            if not ca:
+                return None
+            offset += len(ca)
+
+
+def _member_holding(infos: list[zipfile.ZipInfo], offset: int) -> str | None:
+    """The member whose local header + data span holds `offset` (None: the central directory)."""
+    holder = None
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset <= offset:
+            holder = info
+    if holder is None:
+        return None
+    end = holder.header_offset + 30 + len(holder.filename.encode()) + len(holder.extra) + holder.compress_size + 16
+    return holder.filename if offset < end else None
+
+
+def compare_folders(a: Path, b: Path) -> list[Comparison]:
+    """Each wheel of folder `a` against the one of the same name in `b` (ConfigurationError if missing)."""
+    from builder.errors import ConfigurationError
+
+    names_a = sorted(p.name for p in Path(a).glob("*.whl"))
+    names_b = sorted(p.name for p in Path(b).glob("*.whl"))
+    if not names_a:
+        raise ConfigurationError(f"{a}: no wheels (*.whl) to compare")
+    if names_a != names_b:
+        only = sorted(set(names_a) ^ set(names_b))
+        raise ConfigurationError(f"{a} and {b} hold different wheel files ({', '.join(only)}); "
+                                 "a different name is a different version or tag: compare the same builds")
+    return [compare_wheels(Path(a) / n, Path(b) / n) for n in names_a]

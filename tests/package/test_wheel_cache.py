@@ -1,0 +1,117 @@
+"""package/wheel_cache.py: the key of a wheel's inputs, and keeping/reusing verified wheels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from builder.common.cache import Cache
+from builder.errors import ChecksumMismatchError
+from builder.package import wheel_cache
+from builder.package.project import Component
+
+
+def inputs(tmp_path: Path, **changes) -> dict:
+    license = tmp_path / "LICENSE"
+    if not license.exists():
+        license.write_text("MIT License\n")
+    base = dict(kind="target", target="gfx1100",
+                prefixes={"ggml-hip": tmp_path / "cache-a" / "builds" / "ggml-hip-gfx1100-735fb28de1816659"},
+                tools=[], components=[Component("ggml", "0.25.3", "MIT", (license,))],
+                version="0.0.0+f1fabbd", build_number=0, build_info={"rocm_stack": "7.2", "environment": "debian-x"},
+                upstream={"name": "moshi.cpp", "commit": "f1fabbd14a506076d4d0a9755811598220ee9e13",
+                          "date": "2026-02-18"},
+                provides=["libamdhip64.so.7"], tool="tool-digest")
+    base.update(changes)
+    return base
+
+
+def test_the_same_inputs_give_the_same_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    key, recorded = wheel_cache.wheel_key(**inputs(tmp_path))
+    assert key == wheel_cache.wheel_key(**inputs(tmp_path))[0]
+    assert len(key) == 64 and recorded["prefixes"] == {"ggml-hip": "ggml-hip-gfx1100-735fb28de1816659"}
+    # a cache at another path holding the same steps: the same key
+    moved = {"ggml-hip": Path("/elsewhere/builds/ggml-hip-gfx1100-735fb28de1816659")}
+    assert wheel_cache.wheel_key(**inputs(tmp_path, prefixes=moved))[0] == key
+
+
+@pytest.mark.parametrize("change", [
+    {"target": "gfx1201"},
+    {"kind": "single"},
+    {"prefixes": {"ggml-hip": Path("/c/builds/ggml-hip-gfx1100-0000000000000000")}},
+    {"version": "0.0.0+abcdef0"},
+    {"build_number": 1},
+    {"build_info": {"rocm_stack": "6.4", "environment": "debian-x"}},
+    {"upstream": {"name": "moshi.cpp", "commit": "0" * 40, "date": "2026-02-18"}},
+    {"provides": ["libamdhip64.so.6"]},
+    {"tool": "another-moshi-build"},
+])
+def test_any_input_changes_the_key(tmp_path, change):
+    assert wheel_cache.wheel_key(**inputs(tmp_path, **change))[0] != wheel_cache.wheel_key(**inputs(tmp_path))[0]
+
+
+def test_license_text_and_source_date_epoch_are_inputs(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    key = wheel_cache.wheel_key(**inputs(tmp_path))[0]
+    (tmp_path / "LICENSE").write_text("MIT License, amended\n")
+    assert wheel_cache.wheel_key(**inputs(tmp_path))[0] != key
+    second = wheel_cache.wheel_key(**inputs(tmp_path))[0]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert wheel_cache.wheel_key(**inputs(tmp_path))[0] != second
+
+
+def test_tool_digest_follows_the_code_and_the_template(tmp_path):
+    builder_dir, template = tmp_path / "builder", tmp_path / "wheels"
+    (builder_dir / "__pycache__").mkdir(parents=True)
+    template.mkdir()
+    (builder_dir / "staging.py").write_text("X = 1\n")
+    (template / "CMakeLists.txt").write_text("project(x)\n")
+    first = wheel_cache.tool_digest.__wrapped__(builder_dir, template)
+    (builder_dir / "__pycache__" / "staging.cpython-311.pyc").write_bytes(b"\0")   # compiled files do not count
+    assert wheel_cache.tool_digest.__wrapped__(builder_dir, template) == first
+    (template / "CMakeLists.txt").write_text("project(y)\n")
+    assert wheel_cache.tool_digest.__wrapped__(builder_dir, template) != first
+    assert len(wheel_cache.tool_digest()) == 64
+
+
+def fake_wheel(path: Path, data: bytes = b"PK\x05\x06" + bytes(18)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_store_then_reuse(tmp_path):
+    store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
+    built = fake_wheel(tmp_path / "out1" / "moshi_rocm_gfx1100-1.0-py3-none-manylinux_2_38_x86_64.whl")
+    assert store.lookup("target-gfx1100", "ab" * 32) is None
+    assert store.reuse("target-gfx1100", "ab" * 32, tmp_path / "out2") is None
+    kept = store.store("target-gfx1100", "ab" * 32, {"kind": "target"}, built)
+    assert kept.parent.name == "target-gfx1100-abababababababab" and built.is_file()
+    record = json.loads((kept.parent / "entry.json").read_text())
+    assert record["key"] == "ab" * 32 and record["inputs"] == {"kind": "target"}
+    lines: list[str] = []
+    copied = store.reuse("target-gfx1100", "ab" * 32, tmp_path / "out2", echo=lines.append)
+    assert copied == tmp_path / "out2" / built.name and copied.read_bytes() == built.read_bytes()
+    assert "cached (key abababababababab" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == [built.name]   # no copy left behind
+    # another key with the same short prefix is not this entry
+    assert store.lookup("target-gfx1100", "ab" * 16 + "cd" * 16) is None
+
+
+def test_a_damaged_cached_wheel_is_an_error_that_says_what_to_delete(tmp_path):
+    store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
+    built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
+    kept = store.store("base", "cd" * 32, {}, built)
+    kept.write_bytes(b"damaged")
+    with pytest.raises(ChecksumMismatchError, match=r"delete .*base-cdcdcdcdcdcdcdcd"):
+        store.lookup("base", "cd" * 32)
+
+
+def test_an_entry_without_its_record_is_not_used(tmp_path):
+    store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
+    kept = store.store("base", "ef" * 32, {}, fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl"))
+    (kept.parent / "entry.json").unlink()
+    assert store.lookup("base", "ef" * 32) is None
