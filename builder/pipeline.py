@@ -52,7 +52,8 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
         fetch_options = dataclasses.replace(fetch_options, apt_roots=(*fetch_options.apt_roots, Path(env_root)))
     trees = {t.component: t for t in sources.fetch_all(list(recipes.values()), fetch_options)}
     cache = fetch_options.cache
-    with environment.session([cache.root]) as session:
+    # The cache at a fixed path inside a build root: the same bytes from any cache location.
+    with environment.session([cache.root], aliases={cache.root: steps.NEUTRAL_ROOT}) as session:
         ctx = steps.BuildContext(
             cache=cache,
             session=session,

@@ -279,6 +279,33 @@ def test_testapp_wheels_split_the_code_between_base_and_target(testapp_wheels):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_wheels_are_byte_identical_when_built_again_and_a_rerun_reuses_them(built, environment, testapp_wheels,
+                                                                          tmp_path):
+    """Issue 15: the same build prefixes, made into wheels a second time (another folder, another
+    work directory, minutes later), give the same sha256 as the session's wheels; a third run
+    with the same inputs copies them from the wheel cache in seconds, without building."""
+    from builder.check.compare import compare_wheels
+
+    recipes, report = built
+    cache = Cache(tmp_path / "cache")
+    second = pipeline.make_wheels(recipes, report, ["gfx1100"], environment, tmp_path / "second", echo=print,
+                                  cache=cache)
+    for first, again in zip(testapp_wheels, second):
+        result = compare_wheels(first, again)
+        assert result.identical, result.line()
+    lines: list[str] = []
+    start = time.monotonic()
+    third = pipeline.make_wheels(recipes, report, ["gfx1100"], environment, tmp_path / "third", echo=lines.append,
+                                 cache=cache)
+    seconds = time.monotonic() - start
+    assert [p.read_bytes() == q.read_bytes() for p, q in zip(second, third)] == [True, True]
+    assert sum(": cached (key " in line for line in lines) == 2, lines
+    assert not any("verified " in line or "auditwheel" in line for line in lines), lines
+    assert seconds < 10, f"reusing two cached wheels took {seconds:.1f} s"
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(4800)
 @pytest.mark.parametrize("check", [["devices"], ["matmul"], ["tokenize", "{model}", "hello world"],
                                    ["audio", "{audio}"]])

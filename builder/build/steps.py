@@ -67,9 +67,14 @@ class BuildContext:
 # and where autotools steps are configured to live (configure lines get embedded, e.g.
 # FFmpeg's avutil_configuration()): a fixed path, so no path of the build machine ends up
 # in a wheel and the output does not depend on the cache's location.
+# An environment with its own root (Debian) mounts the cache there and runs every step
+# with that path (pipeline.build's aliases), so the compilers see the same paths whatever
+# the cache's real one: nothing path-dependent gets in (string-table lengths, HIP's CUIDs,
+# which hash the input file's path and the command line).
 NEUTRAL_ROOT = "/moshi-build"
 # Bump when the flags or the layout below change: every step key changes with it.
-BUILD_RECIPE_VERSION = 2
+# 3: the cache is seen at NEUTRAL_ROOT inside the Debian root.
+BUILD_RECIPE_VERSION = 3
 
 
 def step_key(step: BuildStep, tree: SourceTree, environment_id: str, target: str | None,
@@ -220,20 +225,22 @@ def _build_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dic
         }
         if target is None:
             del values["gpu_target"]
-        env = {**ctx.base_env, **path_map_flags(ctx.cache.root)}
+        env = {**ctx.base_env, **path_map_flags(Path(ctx.session.inside(ctx.cache.root)))}
         env.update({k: expand(v, values, f"step {step.step}") for k, v in step.env})
         env.setdefault("NINJA_STATUS", "[%f/%t] ")
         for phase, argv, extra_env in _commands(step, tree.path, build, final, stage, values, ctx):
             _run_logged(label, phase, argv, build, {**env, **extra_env}, log, ctx)
-        # DESTDIR installs land under stage/<configured prefix>; lift them to stage/.
-        configured = neutral_prefix(ctx.cache.root, final) if step.system == "autotools" else final
+        # DESTDIR installs land under stage/<configured prefix, as the step saw it>; lift them
+        # to stage/. Text files name the prefix: the path later steps see it at.
+        seen = Path(ctx.session.inside(final))
+        configured = neutral_prefix(ctx.cache.root, final) if step.system == "autotools" else seen
         staged_prefix = stage / configured.relative_to(configured.anchor)
         if staged_prefix.exists():
             for child in staged_prefix.iterdir():
                 os.replace(child, stage / child.name)
             shutil.rmtree(stage / configured.relative_to(configured.anchor).parts[0])
-            if configured != final:
-                _relocate_text_files(stage, str(configured), str(final))
+            if configured != seen:
+                _relocate_text_files(stage, str(configured), str(seen))
         if step.install == "collect":
             _collect(step, build, stage)
         (stage / ".moshi-build-step.json").write_text(json.dumps(

@@ -7,7 +7,7 @@ import contextlib
 import re
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Mapping, Callable
 
 from packaging.version import InvalidVersion, Version
 
@@ -58,6 +58,11 @@ class EnvSession(abc.ABC):
     @abc.abstractmethod
     def wrap(self, argv: list[str], cwd: Path, env: dict[str, str]) -> list[str]:
         """argv that runs `argv` inside the environment, in `cwd`, with exactly `env`."""
+
+    def inside(self, path: Path) -> str:
+        """Where a host path is seen by the commands of this session (the same path unless the
+        session gave it a fixed place: see BuildEnvironment.session's `aliases`)."""
+        return str(path)
 
     @abc.abstractmethod
     def base_env(self) -> dict[str, str]:
@@ -131,8 +136,14 @@ class BuildEnvironment(abc.ABC):
         """Delete what ensure() created (nothing for the host)."""
 
     @abc.abstractmethod
-    def session(self, shared_paths: list[Path]) -> contextlib.AbstractContextManager[EnvSession]:
-        """Context manager: a session in which host `shared_paths` are visible at the same paths."""
+    def session(self, shared_paths: list[Path], aliases: Mapping[Path, str] | None = None
+                ) -> contextlib.AbstractContextManager[EnvSession]:
+        """Context manager: a session in which host `shared_paths` are visible at the same paths.
+
+        aliases: host directory -> the fixed path its commands see it at instead (an
+        environment with its own root mounts it there and rewrites the paths in argv, env and
+        cwd; the host cannot, and ignores them). The build cache gets one, so what the
+        compilers write does not depend on where the cache lives (docs/REPRODUCIBLE.md)."""
 
     def exists(self) -> bool:
         """True when ensure() has nothing left to do (created, or found usable)."""

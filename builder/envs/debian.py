@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from packaging.version import Version
 
@@ -184,9 +185,10 @@ def normalize_shared_paths(root: Path, shared_paths: list[Path]) -> list[Path]:
 
 @contextlib.contextmanager
 def mounted(root: Path, shared_paths: list[Path], mounter: Mounter | None = None,
-            proc: bool = True) -> Iterator[list[Path]]:
-    """Mount proc at ROOT/proc and bind each shared path at ROOT/<same path>; undo it all,
-    newest first, however the block ends (exception, KeyboardInterrupt, SIGTERM-as-exception).
+            proc: bool = True, aliases: Mapping[Path, str] | None = None) -> Iterator[list[Path]]:
+    """Mount proc at ROOT/proc, bind each shared path at ROOT/<same path> and each aliased
+    host directory at ROOT/<its alias> too; undo it all, newest first, however the block
+    ends (exception, KeyboardInterrupt, SIGTERM-as-exception).
 
     Mounting and unmounting run with SIGINT/SIGTERM held back, so a Ctrl-C lands
     between the two, never in the middle of either.
@@ -202,9 +204,10 @@ def mounted(root: Path, shared_paths: list[Path], mounter: Mounter | None = None
                 target.mkdir(exist_ok=True)
                 mounter.mount_proc(target)
                 done.append(target)
-            for p in paths:
-                _check_no_symlinks(root, p)
-                target = _inside(root, p)
+            for p, at in [(p, p) for p in paths] + [(Path(os.path.abspath(h)), Path(a))
+                                                      for h, a in sorted((aliases or {}).items())]:
+                _check_no_symlinks(root, at)
+                target = _inside(root, at)
                 if p.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                 else:
@@ -229,14 +232,31 @@ def mounted(root: Path, shared_paths: list[Path], mounter: Mounter | None = None
 
 class DebianSession(EnvSession):
     def __init__(self, root: Path, env: "DebianEnvironment | None" = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, aliases: Mapping[Path, str] | None = None) -> None:
         self.root = root
         self._env = env
         self._extra_env = dict(extra_env or {})
+        # Longest first: a host directory inside another aliased one keeps its own alias.
+        self._aliases = sorted(((os.path.abspath(h), str(a)) for h, a in (aliases or {}).items()),
+                               key=lambda item: -len(item[0]))
+        self._alias_re = (re.compile("|".join(f"({re.escape(h)})(?=/|$|[^A-Za-z0-9._+-])" for h, _ in self._aliases))
+                          if self._aliases else None)
+
+    def inside(self, path: Path) -> str:
+        return self._translate(os.path.abspath(path))
+
+    def _translate(self, text: str) -> str:
+        """Every aliased host directory named in `text` (a path, a -DVAR=PATH, a flag) -> its alias."""
+        if self._alias_re is None:
+            return text
+        return self._alias_re.sub(lambda m: self._aliases[m.lastindex - 1][1], text)
 
     def wrap(self, argv: list[str], cwd: Path, env: dict[str, str]) -> list[str]:
         if not argv:
             raise ValueError("empty command")
+        argv = [self._translate(str(a)) for a in argv]
+        env = {k: self._translate(str(v)) for k, v in env.items()}
+        cwd = self._translate(str(cwd))
         cmd = list(argv)
         if "=" in cmd[0]:  # env(1) would take it for an assignment
             cmd = ["/bin/sh", "-c", 'exec "$@"', "sh", *cmd]
@@ -374,12 +394,12 @@ class DebianEnvironment(RootHome, BuildEnvironment):
         self._info = None
 
     @contextlib.contextmanager
-    def session(self, shared_paths: list[Path]) -> Iterator[DebianSession]:
+    def session(self, shared_paths: list[Path], aliases: Mapping[Path, str] | None = None) -> Iterator[DebianSession]:
         info = self.info()  # raises if not created
         self._require_root()
         with self._session_lock():
-            with mounted(self.root, list(shared_paths), self.mounter):
-                yield DebianSession(self.root, self, _hip_env(info))
+            with mounted(self.root, list(shared_paths), self.mounter, aliases=aliases):
+                yield DebianSession(self.root, self, _hip_env(info), aliases)
 
     @contextlib.contextmanager
     def _session_lock(self):

@@ -141,6 +141,8 @@ class HostEnvironment(BuildEnvironment):
         raise ToolchainError("the host environment is the machine's own ROCm: moshi-build does not remove it")
 
     @contextlib.contextmanager
-    def session(self, shared_paths: list[Path]) -> Iterator[HostSession]:
+    def session(self, shared_paths: list[Path], aliases=None) -> Iterator[HostSession]:
+        # The host runs commands where the files are: no aliases, so host builds carry the
+        # cache's real path (its length, HIP's CUIDs) and are reproducible only at one path.
         self.ensure()
         yield HostSession(self)

@@ -285,6 +285,24 @@ def test_debian_wrap(tmp_path):
     assert "ROCM_PATH" not in env  # clang-21 would look for device libraries there
 
 
+def test_debian_session_rewrites_aliased_paths(tmp_path):
+    """The cache seen at a fixed path inside the root: every argv word, env value and the cwd."""
+    cache = tmp_path / "cache"
+    s = DebianSession(tmp_path / "root", aliases={cache: "/moshi-build"})
+    argv = s.wrap(["cmake", "-S", f"{cache}/sources/x", f"-DCMAKE_INSTALL_PREFIX={cache}/builds/x-1",
+                   f"{cache}", f"{cache}-other/y", f"{cache}2", "/elsewhere"],
+                  cache / "work" / "x", {"CFLAGS": f"-ffile-prefix-map={cache}=/moshi-build", "P": f"{cache}:{cache}/a"})
+    cwd = argv[argv.index("-C") + 1]
+    assert cwd == "/moshi-build/work/x"
+    assert "CFLAGS=-ffile-prefix-map=/moshi-build=/moshi-build" in argv
+    assert "P=/moshi-build:/moshi-build/a" in argv
+    assert argv[-7:] == ["-S", "/moshi-build/sources/x", "-DCMAKE_INSTALL_PREFIX=/moshi-build/builds/x-1",
+                         "/moshi-build", f"{cache}-other/y", f"{cache}2", "/elsewhere"]
+    assert s.inside(cache / "builds" / "x") == "/moshi-build/builds/x"
+    assert s.inside(tmp_path / "other") == str(tmp_path / "other")
+    assert DebianSession(tmp_path / "root").inside(cache) == str(cache)
+
+
 # -- the real Debian root (minutes the first time, then reused) ---------------------------------
 
 REAL_ENVS = SHARED_CACHE / "envs"
@@ -357,6 +375,17 @@ def test_real_session_runs_hipconfig_and_unmounts(real_env, tmp_path):
         r = s.run(["getconf", "GNU_LIBC_VERSION"])
         assert r.stdout.strip() == "glibc 2.41"
     assert (tmp_path / "out.txt").read_text() == "made inside\n"
+    assert mounts.mounts_under(real_env.root) == []
+
+
+@pytest.mark.slow
+def test_real_session_sees_an_aliased_folder_at_its_fixed_path(real_env, tmp_path):
+    (tmp_path / "in.txt").write_text("from the host")
+    with real_env.session([tmp_path], aliases={tmp_path: "/moshi-build"}) as s:
+        r = s.run(["sh", "-c", "pwd; cat in.txt; echo; cat /moshi-build/in.txt; echo; echo made > out.txt"],
+                  cwd=tmp_path)
+        assert r.stdout.splitlines() == ["/moshi-build", "from the host", "from the host"], r.stderr
+    assert (tmp_path / "out.txt").read_text() == "made\n"
     assert mounts.mounts_under(real_env.root) == []
 
 

@@ -47,6 +47,15 @@ def test_mounted_order_and_same_paths(shared):
     assert all(call[0] == "umount" for call in m.calls[4:])
 
 
+def test_mounted_binds_an_aliased_folder_at_its_fixed_path_too(shared):
+    root, a, b, c = shared
+    m = FakeMounter()
+    with debian.mounted(root, [a], m, aliases={a: "/moshi-build"}):
+        assert m.calls[1:] == [("bind", a, root / str(a).lstrip("/")), ("bind", a, root / "moshi-build")]
+        assert (root / "moshi-build").is_dir()
+    assert [call[0] for call in m.calls[3:]] == ["umount"] * 3
+
+
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_mounted_unmounts_on_exceptions(shared, exc):
     root, a, b, c = shared
