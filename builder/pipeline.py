@@ -92,7 +92,7 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
 
     app = next(r for r in recipes.values() if r.role == "application")
     trees = {t.component: t for t in report.trees}
-    components = [project.component_from_recipe(r, trees[r.name].path) for r in recipes.values()]
+    components = [project.component_from_recipe(r, trees[r.name].path, trees[r.name]) for r in recipes.values()]
     runtime_root = Path(getattr(environment, "root", Path("/")))
     # The clean root that runs the wheel's comgr for verify lives beside the build roots.
     envs_dir = Path(envs_dir or getattr(environment, "cache_dir", None) or Cache(None).envs)

@@ -427,7 +427,8 @@ def test_build_wheel_makes_a_repaired_wheel_of_the_payload(tiny_wheel):
         "moshi_rocm/_runtime.json", f"moshi_rocm/bin/{TINY_TOOL}", "moshi_rocm/bin/libtiny-core.so.1",
         "moshi_rocm/bin/tiny-config.json", "moshi_rocm/foo/data/common.dat", "moshi_rocm/foo/data/kern_gfx1100.dat",
         f"{LIBS_DIR}/libfoo-plugin.so.1",
-        *(f"{dist}.dist-info/{f}" for f in ("METADATA", "WHEEL", "entry_points.txt", "RECORD"))}
+        *(f"{dist}.dist-info/{f}" for f in ("METADATA", "WHEEL", "entry_points.txt", "RECORD",
+                                             "sboms/moshi-build.cdx.json"))}
     assert report.modes[f"moshi_rocm/bin/{TINY_TOOL}"] & 0o111
     tool = report.elf[f"moshi_rocm/bin/{TINY_TOOL}"]
     assert tool.runpath == ("$ORIGIN", f"$ORIGIN/../../{LIBS_DIR}")
