@@ -230,7 +230,7 @@ def render(*, distribution: str, version: str, items: Sequence[Item], build: Map
     me = Component(name="moshi-build", version=tool_version or _own_version(), type=ComponentType.APPLICATION,
                    bom_ref="tool:moshi-build", description="builds the wheel and writes this document")
     build_props = sorted(((f"build.{k}", json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
-                          for k, v in (build or {}).items()), key=lambda kv: kv[0])
+                          for k, v in (build or {}).items() if v not in (None, "", [], {})), key=lambda kv: kv[0])
 
     def bom(serial: uuid.UUID) -> str:
         metadata = BomMetaData(
@@ -244,6 +244,12 @@ def render(*, distribution: str, version: str, items: Sequence[Item], build: Map
             doc.register_dependency(doc.metadata.component, [c for c in doc.components if c.bom_ref.value == i.ref])
         text = JsonV1Dot6(doc).output_as_string(indent=2)
         data = json.loads(text)
+        if when is None:     # the library stamps the current time otherwise
+            data["metadata"].pop("timestamp", None)
+        data.get("components", []).sort(key=lambda c: c["bom-ref"])
+        for c in data.get("components", []):   # the library keeps them in the order given
+            if "evidence" in c:
+                c["evidence"]["occurrences"].sort(key=lambda o: o["location"])
         return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
     draft = bom(uuid.UUID(int=0))

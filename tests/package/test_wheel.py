@@ -478,3 +478,40 @@ def test_the_tool_runs_from_the_unpacked_wheel_alone(tiny_wheel, tmp_path):
         for p, original in zip(hidden, (tiny.prefix, tiny.root.path)):
             p.rename(original)
     assert (r.returncode, r.stdout, r.stderr) == (0, TINY_TOOL_OUTPUT, "")
+
+
+def sbom_of(path: Path) -> tuple[dict, "verify.CheckResult"]:
+    """The wheel's SBOM and verify's sbom check on it (the other checks need a real ROCm wheel)."""
+    import types
+    from builder.check import verify
+    from builder.check.sbom import check_sbom
+    from builder.package import sbom
+
+    contents = verify.read_wheel(path, [])
+    (member,) = [m for m in contents.files if m.endswith(".dist-info/sboms/moshi-build.cdx.json")]
+    text = contents.texts[member]
+    assert sbom.validate(text) == []
+    return json.loads(text), check_sbom(types.SimpleNamespace(contents=contents))
+
+
+def test_the_wheel_carries_its_sbom(tiny_wheel):
+    path, tiny, _ = tiny_wheel
+    doc, result = sbom_of(path)
+    assert result.ok, result.line
+    assert doc["metadata"]["component"]["purl"] == "pkg:pypi/tiny-rocm-gfx1100@1.0.post2"
+    by_ref = {c["bom-ref"]: c for c in doc["components"]}
+    assert set(by_ref) == {"component:tiny", "deb:libbar2", "deb:libfoo1", "deb:libqux0", "generated:launcher",
+                           "generated:records"}
+    where = lambda ref: {o["location"] for o in by_ref[ref]["evidence"]["occurrences"]}
+    assert where("component:tiny") == {f"moshi_rocm/bin/{TINY_TOOL}", "moshi_rocm/bin/libtiny-core.so.1",
+                                       "moshi_rocm/bin/tiny-config.json"}
+    # libfoo1: the grafted library (auditwheel's name), the dlopen'd plugin and the data folder's files
+    grafted = wheel.grafted_name("libfoo.so.1.0.0", hashlib.sha256(
+        (tiny.root.libdir / "libfoo.so.1.0.0").read_bytes()).hexdigest()[:8])
+    assert where("deb:libfoo1") == {f"{LIBS_DIR}/{grafted}", f"{LIBS_DIR}/libfoo-plugin.so.1",
+                                    "moshi_rocm/foo/data/common.dat", "moshi_rocm/foo/data/kern_gfx1100.dat"}
+    assert by_ref["deb:libfoo1"]["purl"].startswith("pkg:deb/debian/libfoo1@2.0-3?arch=")
+    assert where("generated:records") == {"moshi_rocm/_runtime.json"}
+    assert "moshi_rocm/__init__.py" in where("generated:launcher")
+    text = json.dumps(doc)
+    assert str(tiny.root.path) not in text and str(tiny.prefix) not in text
