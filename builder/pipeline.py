@@ -101,7 +101,10 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
         "rocm_stack": env_info.get("rocm_stack"),
         "environment": environment.identity(),
         **{k: env_info.get(k) for k in ("hip_version", "clang_version", "glibc_version", "rocblas_version",
-                                        "hip_offload_flags")},
+                                        "hip_offload_flags", "gcc_version", "cmake_version")},
+        # The Debian suites of the build root (the wheel's SBOM names them)
+        "debian_suites": [s for s in [getattr(getattr(environment, "spec", None), "base_suite", None),
+                                      *getattr(getattr(environment, "spec", None), "extra_suites", [])] if s],
         "rocblas_label": getattr(environment, "rocblas_label", "rocBLAS"),
         "rocblas_kernel_targets": sorted(environment.rocblas_kernel_targets()),
         "standins": env_info.get("standins", []),
