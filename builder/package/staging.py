@@ -398,7 +398,9 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
 
     library_origins = {soname: ("standin", generated[soname]["package"]) if soname in generated
                        else _root_origin(db, lib.realpath, lib.path) for soname, lib in closure.libraries.items()}
-    system = _system_packages([l for l in list(closure.libraries.values()) + dlopen_sources
+    # The base wheel's shared runtime (libamdhip64) is the root's too: its package's license ships.
+    shared_sources = [ExternalLibrary(soname, real, real) for soname, real in shared.items()]
+    system = _system_packages([l for l in list(closure.libraries.values()) + dlopen_sources + shared_sources
                                if l.soname not in generated], runtime_root, spec, echo,
                               standins, root.parent / "standin-notices", files=data_sources)
     system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
