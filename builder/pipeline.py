@@ -97,7 +97,7 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
 
     app = next(r for r in recipes.values() if r.role == "application")
     trees = {t.component: t for t in report.trees}
-    components = [project.component_from_recipe(r, trees[r.name].path) for r in recipes.values()]
+    components = [project.component_from_recipe(r, trees[r.name].path, trees[r.name]) for r in recipes.values()]
     runtime_root = Path(getattr(environment, "root", Path("/")))
     # The clean root that runs the wheel's comgr for verify lives beside the build roots.
     envs_dir = Path(envs_dir or getattr(environment, "cache_dir", None) or Cache(None).envs)
@@ -106,7 +106,10 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
         "rocm_stack": env_info.get("rocm_stack"),
         "environment": environment.identity(),
         **{k: env_info.get(k) for k in ("hip_version", "clang_version", "glibc_version", "rocblas_version",
-                                        "hip_offload_flags")},
+                                        "hip_offload_flags", "gcc_version", "cmake_version")},
+        # The Debian suites of the build root (the wheel's SBOM names them)
+        "debian_suites": [s for s in [getattr(getattr(environment, "spec", None), "base_suite", None),
+                                      *getattr(getattr(environment, "spec", None), "extra_suites", [])] if s],
         "rocblas_label": getattr(environment, "rocblas_label", "rocBLAS"),
         "rocblas_kernel_targets": sorted(environment.rocblas_kernel_targets()),
         "standins": env_info.get("standins", []),

@@ -24,6 +24,8 @@ member, and the paths of the build machine any member mentions. Then:
                 build_path_needles() for what counts)
   licenses      every component and system package the wheel names has its
                 license file; every grafted library belongs to one of them
+  sbom          the CycloneDX document of .dist-info/sboms/ names this wheel, is in RECORD,
+                and lists a component for every ELF file (builder/check/sbom.py)
   manylinux     the platform tag is the one the highest GLIBC/GLIBCXX/...
                 symbol versions (and the libraries left to the system) call for
 
@@ -67,6 +69,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from builder.check import sbom as sbom_check
 from builder.check.reader import WheelReport, built_name, inspect_wheel
 from builder.package import rules
 from builder.package import elfinfo
@@ -298,7 +301,8 @@ class WheelContents:
 
 
 def _is_text_wanted(member: str) -> bool:
-    return member.endswith(("/_runtime.json", "/_target.json", ".dist-info/METADATA"))
+    return member.endswith(("/_runtime.json", "/_target.json", ".dist-info/METADATA")) \
+        or sbom_check.is_text_wanted(member)
 
 
 def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
@@ -1240,7 +1244,8 @@ def _archive_result(contents: WheelContents) -> CheckResult:
 
 
 CHECKS = (check_archive, check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels,
-          check_code_selection, check_standins, check_build_paths, check_licenses, check_manylinux)
+          check_code_selection, check_standins, check_build_paths, check_licenses, sbom_check.check_sbom,
+          check_manylinux)
 
 
 

@@ -67,6 +67,21 @@ class PackageDatabase:
     def version(self, package: str) -> str | None:
         return self._versions.get(package)
 
+    @functools.cached_property
+    def _architectures(self) -> dict[str, str]:
+        status = self.root / "var/lib/dpkg/status"
+        found: dict[str, str] = {}
+        if status.is_file():
+            for para in status.read_text(errors="replace").split("\n\n"):
+                fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", para, flags=re.M))
+                if "Package" in fields and "Architecture" in fields and "installed" in fields.get("Status", ""):
+                    found.setdefault(fields["Package"], fields["Architecture"])
+        return found
+
+    def architecture(self, package: str) -> str | None:
+        """amd64, all, ... (a package's purl names it)."""
+        return self._architectures.get(package)
+
     def copyright(self, package: str) -> Path | None:
         path = resolve_in_root(self.root, f"/usr/share/doc/{package}/copyright")
         return path if path.is_file() else None

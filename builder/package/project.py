@@ -33,6 +33,8 @@ class Component:
     version: str
     license: str                      # SPDX expression
     license_files: tuple[Path, ...] = ()
+    steps: tuple[str, ...] = ()       # the recipe's build steps (whose prefixes hold its files)
+    source: object | None = None      # sbom.SourceFacts: where its source came from, our patches
 
     @classmethod
     def coerce(cls, value: "Component | Sequence | Mapping") -> "Component":
@@ -46,10 +48,15 @@ class Component:
         return cls(str(name), str(version), str(license_), tuple(Path(f) for f in files))
 
 
-def component_from_recipe(recipe, source_dir: Path) -> Component:
-    """A Component from a loaded Recipe, its license files found in its source tree."""
+def component_from_recipe(recipe, source_dir: Path, tree=None) -> Component:
+    """A Component from a loaded Recipe, its license files found in its source tree; with the
+    SourceTree `tree` (fetch.py), what its source was made from, for the wheel's SBOM."""
+    from builder.package import sbom
+
+    lock = tree.lock_entry() if tree is not None else None
     return Component(recipe.name, recipe.version, recipe.license,
-                     tuple(Path(source_dir) / f for f in recipe.license_files))
+                     tuple(Path(source_dir) / f for f in recipe.license_files),
+                     tuple(s.step for s in recipe.build), sbom.source_facts(recipe, lock))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +68,7 @@ class SystemPackage:
     license: str
     copyright: Path
     libraries: tuple[str, ...]
+    architecture: str = ""            # dpkg's (amd64, all): the SBOM's purl names it
 
 
 def wheel_version(release: str, build_number: int, version_format: str = "{release}.post{build_number}",

@@ -127,6 +127,11 @@ class Payload:
     standins: list[dict] = dataclasses.field(default_factory=list)  # made for this wheel (runtime.toml)
     kind: WheelKind | None = None
     provides: list[str] = dataclasses.field(default_factory=list)  # base: SONAMEs of its bin_dir
+    # Where each staged file came from (the SBOM's occurrences): member (relative to root) ->
+    # ("step", step name) | ("deb", package) | ("standin", package) | ("unowned", "runtime root")
+    origins: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # The same for the libraries auditwheel will graft, by SONAME (their names in the wheel carry a hash)
+    library_origins: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def _copy_file(src: Path, dest: Path, mode: int) -> None:
@@ -193,11 +198,27 @@ def _collect_sources(prefixes: Mapping[str, Path], tools_wanted: Sequence[str], 
     return tools, libraries, data
 
 
+def _step_of(path: Path, prefixes: Mapping[str, Path]) -> tuple[str, str]:
+    """("step", the step whose prefix holds `path`): where a staged file of ours came from."""
+    for step, prefix in prefixes.items():
+        for p in dict.fromkeys((Path(prefix), Path(prefix).resolve())):
+            if Path(path).is_relative_to(p):
+                return ("step", step)
+    return ("unowned", "build prefixes")
+
+
+def _root_origin(db: "dpkg.PackageDatabase | None", *paths: Path) -> tuple[str, str]:
+    """("deb", the package of the runtime root owning the file) or ("unowned", "runtime root")."""
+    owner = db.owner(*paths) if db is not None else None
+    return ("deb", owner) if owner else ("unowned", "runtime root")
+
+
 def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeSpec,
                      echo: Callable[[str], None], standins: Sequence[Mapping] = (),
-                     notices_dir: Path | None = None) -> list[SystemPackage]:
-    libs = list(libs)
-    if not libs:
+                     notices_dir: Path | None = None, files: Iterable[Path] = ()) -> list[SystemPackage]:
+    """The packages owning `libs` (each must have one) and the data `files` (when one does)."""
+    libs, files = list(libs), list(files)
+    if not libs and not files:
         return []
     db = dpkg.PackageDatabase.for_root(root)
     if db is None:
@@ -212,6 +233,10 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
             unowned.append(f"{lib.soname} ({lib.realpath})")
         else:
             by_package.setdefault(owner, []).append(lib.soname)
+    for f in files:
+        owner = db.owner(f)
+        if owner is not None:
+            by_package.setdefault(owner, [])
     if unowned:
         raise BuildStepError("no package of the runtime root owns these bundled libraries, so their licenses "
                              f"are unknown: {', '.join(unowned)}")
@@ -234,7 +259,7 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
             echo(f"warning: no SPDX license known for {package}; listed as {expression} "
                  "(add it to [debian_licenses] in runtime.toml)")
         packages.append(SystemPackage(package, db.version(package) or "unknown", expression,
-                                      copyright_file, tuple(sorted(sonames))))
+                                      copyright_file, tuple(sorted(sonames)), db.architecture(package) or ""))
     return packages
 
 
@@ -255,16 +280,21 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         raise ToolchainError(f"{runtime_root}: no library directories (no etc/ld.so.conf, no usr/lib)")
 
     tool_files, lib_files, data_files = _collect_sources(prefixes, tools, spec)
-    if kind.name == "base":
-        lib_files.update(_shared_runtime(spec, runtime_root, dirs))
+    shared = _shared_runtime(spec, runtime_root, dirs) if kind.name == "base" else {}
+    lib_files.update(shared)
+    db = dpkg.PackageDatabase.for_root(runtime_root)
+    origins: dict[str, tuple[str, str]] = {}
+    member = lambda path: path.relative_to(root).as_posix()
     elf_files: list[Path] = []
     for name, src in {**tool_files, **lib_files}.items():
         dest = bindir / name
         _copy_file(src, dest, 0o755)
         _prepare_elf(dest, ext, log_path, kind.runpath)
         elf_files.append(dest)
+        origins[member(dest)] = _root_origin(db, src) if name in shared else _step_of(src, prefixes)
     for name, src in data_files.items():
         _copy_file(src, bindir / name, 0o644)
+        origins[member(bindir / name)] = _step_of(src, prefixes)
     echo(f"staged {len(tool_files)} tools, {len(lib_files)} libraries, {len(data_files)} data files")
     if spec.trim_device_code and gpu_target:
         # Our own fat binaries (ggml-hip) carry only their target already; their compressed
@@ -304,6 +334,7 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         _copy_file(real, dest, 0o755)
         _prepare_elf(dest, ext, log_path, kind.runpath)
         dlopened[rule.soname] = dest
+        origins[member(dest)] = _root_origin(db, real, found)
         dlopen_sources.append(ExternalLibrary(rule.soname, found, real))
         if external:
             openers[rule.soname] = external[0]
@@ -328,6 +359,7 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
     # Data folders read at run time (rocBLAS kernels), filtered to this target.
     env: dict[str, str] = {}
     data_dirs: dict[str, tuple[Path, int, int]] = {}
+    data_sources: list[Path] = []
     for rule in spec.data_dirs:
         readers = closure.matching(rule.needed_by)
         if not readers:
@@ -350,6 +382,8 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         for p, r in zip(files, rel):
             if r in keep:
                 _copy_file(p, dest_dir / r, 0o644)
+                origins[member(dest_dir / r)] = _root_origin(db, p)
+                data_sources.append(p)
                 if spec.trim_device_code and rule.select == "gpu_target" and rocblas.is_bundle_file(r):
                     from builder.rocm import offload
 
@@ -362,9 +396,13 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         data_dirs[rule.name] = (source, len(keep), len(files) - len(keep))
         echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
 
-    system = _system_packages([l for l in list(closure.libraries.values()) + dlopen_sources
+    library_origins = {soname: ("standin", generated[soname]["package"]) if soname in generated
+                       else _root_origin(db, lib.realpath, lib.path) for soname, lib in closure.libraries.items()}
+    # The base wheel's shared runtime (libamdhip64) is the root's too: its package's license ships.
+    shared_sources = [ExternalLibrary(soname, real, real) for soname, real in shared.items()]
+    system = _system_packages([l for l in list(closure.libraries.values()) + dlopen_sources + shared_sources
                                if l.soname not in generated], runtime_root, spec, echo,
-                              standins, root.parent / "standin-notices")
+                              standins, root.parent / "standin-notices", files=data_sources)
     system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
     trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
         if spec.trim_device_code and gpu_target else None
@@ -373,7 +411,7 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
     provides = sorted({facts.soname for f in elf_files if f.parent == bindir
                        and (facts := read_elf(f)) is not None and facts.soname}) if kind.name == "base" else []
     return Payload(root, package_dir, list(tool_files), elf_files, closure, dlopened, openers, env,
-                   data_dirs, system, ldpaths, list(generated.values()), kind, provides)
+                   data_dirs, system, ldpaths, list(generated.values()), kind, provides, origins, library_origins)
 
 
 def _shared_runtime(spec: RuntimeSpec, runtime_root: Path, dirs: Sequence[Path]) -> dict[str, Path]:

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 from builder.package import rules
+from builder.package import sbom
 from builder.rocm import gfx
 from builder.rocm import standins as standins_mod
 from builder.common.process import check_logged
@@ -228,6 +229,12 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
             tools=list(tools), components=all_components, system=system,
             base=spec.base_distribution, version=wheel_ver, target_package=layout.package)
             + provenance_paragraph(upstream, build_info.get("rocm_stack")))
+        # The SBOM (PEP 770): wheels/CMakeLists.txt installs sboms/ into the .dist-info.
+        (project / sbom.SBOM_DIR).mkdir()
+        (project / sbom.SBOM_DIR / sbom.SBOM_FILE).write_text(sbom.for_wheel(
+            payload=payload, components=all_components, standins=shared["standins"], info_file=info_file,
+            project=project, distribution=distribution, version=wheel_ver, license=expression, date=upstream.get("date"),
+            build={**build_info, "kind": kind, "gpu_target": target, "upstream": upstream}))
 
         # 3. plain wheel (scikit-build-core installs the payload)
         raw = work / "raw"

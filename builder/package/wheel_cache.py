@@ -18,6 +18,7 @@ against the recorded sha256 before it is handed out.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -64,7 +65,10 @@ def wheel_key(*, kind: str, target: str | None, prefixes: Mapping[str, Path], to
     for c in components:
         c = Component.coerce(c)
         comps.append({"name": c.name, "version": c.version, "license": c.license,
-                      "license_files": {f.name: sha256_file(f) for f in c.license_files}})
+                      "license_files": {f.name: sha256_file(f) for f in c.license_files},
+                      # what the SBOM says of it: source pin, our patches, the steps of its files
+                      "steps": list(c.steps),
+                      "source": dataclasses.asdict(c.source) if dataclasses.is_dataclass(c.source) else c.source})
     inputs = {
         "kind": kind, "target": target,
         "prefixes": {step: Path(p).name for step, p in sorted(prefixes.items())},

@@ -29,6 +29,7 @@ from builder.rocm.offload import compress_bundle
 from builder.rocm.targets import elf_machs
 from tests.helpers.elf import gcc   # RPATH $ORIGIN unless told otherwise, as auditwheel leaves them
 from tests.helpers.offload import bundle
+from tests.helpers import sbom as sbom_helper
 
 ARCH = platform.machine()
 GLIBC = platform.libc_ver()[1]
@@ -153,10 +154,13 @@ def members(elf: dict) -> dict[str, bytes | Path]:
 
 
 def pack(directory: Path, content: dict[str, bytes | Path], tag: str = TAG, *,
-         dist_info: str = DIST_INFO) -> Path:
-    """The wheel file <dist_info's name and version>-py3-none-<tag>.whl in `directory`."""
+         dist_info: str = DIST_INFO, with_sbom: bool = True) -> Path:
+    """The wheel file <dist_info's name and version>-py3-none-<tag>.whl in `directory`, with an SBOM
+    of its members (tests/helpers/sbom.py) unless with_sbom is false or `content` has one."""
     path = directory / f"{dist_info.removesuffix('.dist-info')}-py3-none-{tag}.whl"
     directory.mkdir(parents=True, exist_ok=True)
+    if with_sbom:
+        content = sbom_helper.add_to(dict(content), dist_info)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         names = list(content) + [f"{dist_info}/RECORD"]
         data_of = {n: d.read_bytes() if isinstance(d, Path) else d for n, d in content.items()}
@@ -215,7 +219,7 @@ def failing(results: dict[str, verify.CheckResult]) -> dict[str, str]:
 def test_good_wheel_passes_every_check(tmp_path, elf):
     results = check(tmp_path, members(elf))
     assert list(results) == ["archive", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
-                             "code-selection", "standins", "build-paths", "licenses", "manylinux"]
+                             "code-selection", "standins", "build-paths", "licenses", "sbom", "manylinux"]
     assert failing(results) == {}
     assert results["gpu-code"].line == ("PASS gpu-code: libggml-hip.so 0.0 MB for gfx1100 in 1 bundle; "
                                         "librocblas-5e6f7a8b.so.4 0.0 MB for gfx1100 in 1 bundle")
@@ -420,7 +424,7 @@ def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys, offload_reader_for
     assert out[0].startswith(good.name + " (gfx1100, ")
     assert [l.split(":")[0] for l in out[1:]] == [f"  PASS {c}" for c in ("archive", "runtime-info", "elf-closure", "rpath",
                                                   "backends", "gpu-code", "kernels", "code-selection", "standins", "build-paths",
-                                                  "licenses", "manylinux")]
+                                                  "licenses", "sbom", "manylinux")]
     assert run_cli(["verify", "--json", str(good), str(bad)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
@@ -726,7 +730,7 @@ def results_of(report: verify.VerifyReport) -> dict[str, verify.CheckResult]:
 
 
 PAIR_CHECKS = ["archive", "base-wheel", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
-               "code-selection", "standins", "build-paths", "licenses", "manylinux"]
+               "code-selection", "standins", "build-paths", "licenses", "sbom", "manylinux"]
 
 
 def test_a_base_wheel_is_verified_on_its_own(tmp_path, pair_elf):

@@ -137,3 +137,20 @@ def test_both_unpacked_into_one_site_the_targets_library_loads_from_the_wheels_a
         assert os.path.realpath(resolved["libshared.so.1"].split(" (")[0]) == str(site / "moshi_rocm/bin/libshared.so.1")
     finally:
         hidden.rename(tiny.root.path)
+
+
+def test_both_wheels_carry_an_sbom_covering_their_elf_files(pair):
+    from tests.package.test_wheel import sbom_of
+
+    base, target, _ = pair
+    for path, name in ((base, "tiny-rocm"), (target, "tiny-rocm-gfx1100")):
+        doc, result = sbom_of(path)
+        assert result.ok, result.line
+        assert doc["metadata"]["component"]["name"] == name
+    refs = {c["bom-ref"] for c in sbom_of(target)[0]["components"]}
+    assert "generated:launcher" not in refs and "deb:libgpuonly1" in refs
+    # the shared runtime in the base's bin/ is a system package of its own, its license shipped
+    shared = next(c for c in sbom_of(base)[0]["components"] if c["bom-ref"] == "deb:libshared1")
+    assert shared["version"] == "1.0-1" and shared["evidence"]["occurrences"] == [
+        {"location": "moshi_rocm/bin/libshared.so.1"}]
+    assert "tiny_rocm-1.0.post2.dist-info/licenses/LICENSES/system/libshared1/copyright" in zipfile.ZipFile(base).namelist()

@@ -427,7 +427,8 @@ def test_build_wheel_makes_a_repaired_wheel_of_the_payload(tiny_wheel):
         "moshi_rocm/_runtime.json", f"moshi_rocm/bin/{TINY_TOOL}", "moshi_rocm/bin/libtiny-core.so.1",
         "moshi_rocm/bin/tiny-config.json", "moshi_rocm/foo/data/common.dat", "moshi_rocm/foo/data/kern_gfx1100.dat",
         f"{LIBS_DIR}/libfoo-plugin.so.1",
-        *(f"{dist}.dist-info/{f}" for f in ("METADATA", "WHEEL", "entry_points.txt", "RECORD"))}
+        *(f"{dist}.dist-info/{f}" for f in ("METADATA", "WHEEL", "entry_points.txt", "RECORD",
+                                             "sboms/moshi-build.cdx.json"))}
     assert report.modes[f"moshi_rocm/bin/{TINY_TOOL}"] & 0o111
     tool = report.elf[f"moshi_rocm/bin/{TINY_TOOL}"]
     assert tool.runpath == ("$ORIGIN", f"$ORIGIN/../../{LIBS_DIR}")
@@ -489,3 +490,40 @@ def test_source_date_epoch_comes_from_the_pinned_date_unless_given():
     assert source_date_epoch({"date": "1970-01-02"}, environ={}) == ZIP_EPOCH
     with pytest.raises(ConfigurationError, match="SOURCE_DATE_EPOCH='yesterday'"):
         source_date_epoch({}, environ={"SOURCE_DATE_EPOCH": "yesterday"})
+
+
+def sbom_of(path: Path) -> tuple[dict, "verify.CheckResult"]:
+    """The wheel's SBOM and verify's sbom check on it (the other checks need a real ROCm wheel)."""
+    import types
+    from builder.check import verify
+    from builder.check.sbom import check_sbom
+    from builder.package import sbom
+
+    contents = verify.read_wheel(path, [])
+    (member,) = [m for m in contents.files if m.endswith(".dist-info/sboms/moshi-build.cdx.json")]
+    text = contents.texts[member]
+    assert sbom.validate(text) == []
+    return json.loads(text), check_sbom(types.SimpleNamespace(contents=contents))
+
+
+def test_the_wheel_carries_its_sbom(tiny_wheel):
+    path, tiny, _ = tiny_wheel
+    doc, result = sbom_of(path)
+    assert result.ok, result.line
+    assert doc["metadata"]["component"]["purl"] == "pkg:pypi/tiny-rocm-gfx1100@1.0.post2"
+    by_ref = {c["bom-ref"]: c for c in doc["components"]}
+    assert set(by_ref) == {"component:tiny", "deb:libbar2", "deb:libfoo1", "deb:libqux0", "generated:launcher",
+                           "generated:records"}
+    where = lambda ref: {o["location"] for o in by_ref[ref]["evidence"]["occurrences"]}
+    assert where("component:tiny") == {f"moshi_rocm/bin/{TINY_TOOL}", "moshi_rocm/bin/libtiny-core.so.1",
+                                       "moshi_rocm/bin/tiny-config.json"}
+    # libfoo1: the grafted library (auditwheel's name), the dlopen'd plugin and the data folder's files
+    grafted = wheel.grafted_name("libfoo.so.1.0.0", hashlib.sha256(
+        (tiny.root.libdir / "libfoo.so.1.0.0").read_bytes()).hexdigest()[:8])
+    assert where("deb:libfoo1") == {f"{LIBS_DIR}/{grafted}", f"{LIBS_DIR}/libfoo-plugin.so.1",
+                                    "moshi_rocm/foo/data/common.dat", "moshi_rocm/foo/data/kern_gfx1100.dat"}
+    assert by_ref["deb:libfoo1"]["purl"].startswith("pkg:deb/debian/libfoo1@2.0-3?arch=")
+    assert where("generated:records") == {"moshi_rocm/_runtime.json"}
+    assert "moshi_rocm/__init__.py" in where("generated:launcher")
+    text = json.dumps(doc)
+    assert str(tiny.root.path) not in text and str(tiny.prefix) not in text
