@@ -114,16 +114,22 @@ def _show(field: str, value) -> str:
     return repr(value)
 
 
-def _first_differing_offset(za: zipfile.ZipFile, zb: zipfile.ZipFile, name: str) -> int:
+def _first_differing_byte(fa, fb) -> int | None:
+    """The offset of the first byte where two readable streams differ (None: equal)."""
     offset = 0
+    while True:
+        ca, cb = fa.read(CHUNK), fb.read(CHUNK)
+        if ca != cb:
+            return offset + next((i for i, (x, y) in enumerate(zip(ca, cb)) if x != y), min(len(ca), len(cb)))
+        if not ca:
+            return None
+        offset += len(ca)
+
+
+def _first_differing_offset(za: zipfile.ZipFile, zb: zipfile.ZipFile, name: str) -> int:
     with za.open(name) as fa, zb.open(name) as fb:
-        while True:
-            ca, cb = fa.read(CHUNK), fb.read(CHUNK)
-            if ca != cb:
-                return offset + next((i for i, (x, y) in enumerate(zip(ca, cb)) if x != y), min(len(ca), len(cb)))
-            if not ca:
-                return offset
-            offset += len(ca)
+        offset = _first_differing_byte(fa, fb)
+    return offset if offset is not None else 0
 
 
 def _content_detail(za: zipfile.ZipFile, zb: zipfile.ZipFile, name: str, offset: int, size_a: int, size_b: int) -> str:
@@ -169,15 +175,8 @@ def _elf_section_at(z: zipfile.ZipFile, name: str, offset: int) -> str | None:
 
 
 def _first_differing_file_offset(a: Path, b: Path) -> int | None:
-    offset = 0
     with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            ca, cb = fa.read(CHUNK), fb.read(CHUNK)
-            if ca != cb:
-                return offset + next((i for i, (x, y) in enumerate(zip(ca, cb)) if x != y), min(len(ca), len(cb)))
-            if not ca:
-                return None
-            offset += len(ca)
+        return _first_differing_byte(fa, fb)
 
 
 def _member_holding(infos: list[zipfile.ZipInfo], offset: int) -> str | None:
