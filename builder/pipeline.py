@@ -246,6 +246,7 @@ def check_reproducible(recipes: dict[str, Recipe], report: BuildReport, gpu_targ
     different = [c for c in comparisons if not c.identical]
     if different:
         raise NotReproducibleError(f"{len(different)} of {len(comparisons)} wheel(s) differ between two builds: "
-                                   f"{different[0].line()}; the second build is kept in {second_dir}")
+                                   f"{different[0].line()}; the second build is kept in {second_dir} (the first "
+                                   "may have come from the wheel cache: --no-wheel-cache builds both now)")
     shutil.rmtree(second_dir, ignore_errors=True)
     return comparisons

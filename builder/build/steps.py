@@ -235,6 +235,9 @@ def _build_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dic
         seen = Path(ctx.session.inside(final))
         configured = neutral_prefix(ctx.cache.root, final) if step.system == "autotools" else seen
         staged_prefix = stage / configured.relative_to(configured.anchor)
+        if step.install == "rules" and not staged_prefix.is_dir():
+            raise BuildStepError(f"{label}: the install step put nothing under {configured} (in {stage}); "
+                                 f"see {log}")
         if staged_prefix.exists():
             for child in staged_prefix.iterdir():
                 os.replace(child, stage / child.name)

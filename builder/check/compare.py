@@ -73,7 +73,9 @@ def compare_wheels(a: Path, b: Path) -> Comparison:
 
 _METADATA = (("date_time", "timestamp"), ("external_attr", "permissions"), ("compress_type", "compression method"),
              ("flag_bits", "flag bits"), ("extra", "extra field"), ("comment", "comment"),
-             ("create_system", "creating system"))
+             ("create_system", "creating system"), ("create_version", "zip version made by"),
+             ("extract_version", "zip version needed"), ("internal_attr", "internal attributes"),
+             ("volume", "disk number"))
 
 
 def _first_difference(za: zipfile.ZipFile, zb: zipfile.ZipFile, a: Path, b: Path) -> Difference | None:
@@ -99,8 +101,10 @@ def _first_difference(za: zipfile.ZipFile, zb: zipfile.ZipFile, a: Path, b: Path
             offset = _first_differing_offset(za, zb, ia.filename)
             return Difference("content", ia.filename, offset,
                               _content_detail(za, zb, ia.filename, offset, ia.file_size, ib.file_size))
+    if za.comment != zb.comment:
+        return Difference("container", None, detail=f"archive comment {za.comment!r} vs {zb.comment!r}")
     offset = _first_differing_file_offset(a, b)
-    holder = _member_holding(infos_a, offset) if offset is not None else None
+    holder = _member_holding(a, infos_a, offset) if offset is not None else None
     return Difference("container", holder, offset,
                       "every member has the same bytes and metadata, the archives differ "
                       "(compression level or zlib version)" + (f"; the byte is in the record of {holder}" if holder else ""))
@@ -179,15 +183,24 @@ def _first_differing_file_offset(a: Path, b: Path) -> int | None:
         return _first_differing_byte(fa, fb)
 
 
-def _member_holding(infos: list[zipfile.ZipInfo], offset: int) -> str | None:
-    """The member whose local header + data span holds `offset` (None: the central directory)."""
+def _member_holding(path: Path, infos: list[zipfile.ZipInfo], offset: int) -> str | None:
+    """The member whose local header + data (+ data descriptor) span holds `offset` (None: the
+    central directory). The local header's own name and extra lengths count, not the central
+    directory's (they may differ)."""
     holder = None
     for info in sorted(infos, key=lambda i: i.header_offset):
         if info.header_offset <= offset:
             holder = info
     if holder is None:
         return None
-    end = holder.header_offset + 30 + len(holder.filename.encode()) + len(holder.extra) + holder.compress_size + 16
+    with open(path, "rb") as f:
+        f.seek(holder.header_offset + 26)
+        lengths = f.read(4)
+    if len(lengths) < 4:
+        return None
+    name_len, extra_len = int.from_bytes(lengths[:2], "little"), int.from_bytes(lengths[2:], "little")
+    descriptor = 16 if holder.flag_bits & 0x08 else 0
+    end = holder.header_offset + 30 + name_len + extra_len + holder.compress_size + descriptor
     return holder.filename if offset < end else None
 
 

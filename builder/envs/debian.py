@@ -239,8 +239,12 @@ class DebianSession(EnvSession):
         # Longest first: a host directory inside another aliased one keeps its own alias.
         self._aliases = sorted(((os.path.abspath(h), str(a)) for h, a in (aliases or {}).items()),
                                key=lambda item: -len(item[0]))
-        self._alias_re = (re.compile("|".join(f"({re.escape(h)})(?=/|$|[^A-Za-z0-9._+-])" for h, _ in self._aliases))
-                          if self._aliases else None)
+        # A host path counts where a path starts: at the start of a word, after a separator
+        # (=, :, ;, comma, blank, quote) or after a two-letter flag (-I/…, -L/…); never inside a
+        # longer path (/var/cache/x for a cache at /cache) or in an already rewritten one.
+        start = r"""(?:(?<=^)|(?<=[=:;,\s"'])|(?<=^-[A-Za-z])|(?<=[\s=,]-[A-Za-z]))"""
+        self._alias_re = (re.compile("|".join(f"{start}({re.escape(h)})(?=/|$|[^A-Za-z0-9._+-])"
+                                              for h, _ in self._aliases)) if self._aliases else None)
 
     def inside(self, path: Path) -> str:
         return self._translate(os.path.abspath(path))

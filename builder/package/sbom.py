@@ -140,13 +140,13 @@ def source_facts(recipe, lock: Mapping | None = None) -> SourceFacts:
 
 
 def timestamp(date: str | None, environ: Mapping[str, str] = os.environ) -> datetime.datetime | None:
-    """SOURCE_DATE_EPOCH when set, else the application's pinned date (midnight UTC), else None."""
-    epoch = environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if epoch.isdigit():
-        return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
-    if date:
-        return datetime.datetime.fromisoformat(date).replace(tzinfo=datetime.timezone.utc)
-    return None
+    """The time the wheel's members are stamped with (project.source_date_epoch: SOURCE_DATE_EPOCH
+    when set, else the application's pinned date); None when neither is given."""
+    from builder.package.project import source_date_epoch
+
+    if not environ.get("SOURCE_DATE_EPOCH") and not date:
+        return None
+    return datetime.datetime.fromtimestamp(source_date_epoch({"date": date}, environ), datetime.timezone.utc)
 
 
 # --------------------------------------------------------------------------- the document

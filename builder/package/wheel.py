@@ -152,6 +152,8 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
     elapsed = lambda: f"[{time.monotonic() - start:.0f} s]"
 
     work = Path(tempfile.mkdtemp(prefix=f".{norm}-", dir=work_dir or out_dir))
+    # auditwheel unpacks and re-zips: the folders it makes (and stores) get the umask's mode
+    umask = os.umask(0o022)
     try:
         # 1. payload
         payload = stage_payload(root=work / "payload", prefixes=prefixes, tools=tools, runtime_root=runtime_root,
@@ -287,6 +289,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
              f"installed, tags {', '.join(report.tags)}")
         return final
     finally:
+        os.umask(umask)
         if keep_work:
             echo(f"work directory kept: {work}")
         else:

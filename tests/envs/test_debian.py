@@ -299,6 +299,13 @@ def test_debian_session_rewrites_aliased_paths(tmp_path):
     assert argv[-7:] == ["-S", "/moshi-build/sources/x", "-DCMAKE_INSTALL_PREFIX=/moshi-build/builds/x-1",
                          "/moshi-build", f"{cache}-other/y", f"{cache}2", "/elsewhere"]
     assert s.inside(cache / "builds" / "x") == "/moshi-build/builds/x"
+    # only where a path starts: not inside a longer path, nor in one already rewritten
+    short = DebianSession(tmp_path / "root", aliases={Path("/cache"): "/moshi-build"})
+    assert [short._translate(t) for t in ("-I/cache/x", "/var/cache/ccache", "-I/usr/share/cache/x",
+                                          "-Wl,-rpath,/cache/lib", "/cachex")] == \
+        ["-I/moshi-build/x", "/var/cache/ccache", "-I/usr/share/cache/x", "-Wl,-rpath,/moshi-build/lib", "/cachex"]
+    builds = DebianSession(tmp_path / "root", aliases={Path("/builds"): "/moshi-build"})
+    assert builds._translate("--prefix=/moshi-build/builds/opus-1") == "--prefix=/moshi-build/builds/opus-1"
     assert s.inside(tmp_path / "other") == str(tmp_path / "other")
     assert DebianSession(tmp_path / "root").inside(cache) == str(cache)
 

@@ -61,11 +61,15 @@ def test_a_second_build_of_the_pair_gives_the_same_bytes(pair, tmp_path):
     the target's grafts re-zipped by _link_grafts_to_base included."""
     base, target, tiny = pair
     common = {**tiny.common, "out_dir": tmp_path / "again"}
-    base2 = wheel.build_wheel(kind="base", target=None, prefixes=tiny.prefixes, tools=["tiny-tool"],
-                              components=[("tiny", "1.0", "MIT", [tiny.license])], **common)
-    target2 = wheel.build_wheel(kind="target", target="gfx1100", prefixes={"gpu": tiny.gpu_prefix}, tools=[],
-                                components=[("tiny", "1.0", "MIT", [tiny.license])],
-                                provides=wheel.provided_by(base2), **common)
+    umask = os.umask(0o002)     # another user's umask: auditwheel's folders would get another mode
+    try:
+        base2 = wheel.build_wheel(kind="base", target=None, prefixes=tiny.prefixes, tools=["tiny-tool"],
+                                  components=[("tiny", "1.0", "MIT", [tiny.license])], **common)
+        target2 = wheel.build_wheel(kind="target", target="gfx1100", prefixes={"gpu": tiny.gpu_prefix}, tools=[],
+                                    components=[("tiny", "1.0", "MIT", [tiny.license])],
+                                    provides=wheel.provided_by(base2), **common)
+    finally:
+        os.umask(umask)
     for first, second in ((base, base2), (target, target2)):
         result = compare.compare_wheels(first, second)
         assert result.identical, result.line()

@@ -92,7 +92,9 @@ def test_the_same_input_gives_the_same_bytes():
 
 
 def test_timestamp_from_source_date_epoch_else_the_pinned_date():
-    assert sbom.timestamp("2026-02-18", {"SOURCE_DATE_EPOCH": "0"}).isoformat() == "1970-01-01T00:00:00+00:00"
+    assert sbom.timestamp("2026-02-18", {"SOURCE_DATE_EPOCH": "1700000000"}).isoformat() == "2023-11-14T22:13:20+00:00"
+    # the zip members' clamp: nothing before 1980
+    assert sbom.timestamp("2026-02-18", {"SOURCE_DATE_EPOCH": "0"}).isoformat() == "1980-01-01T00:00:00+00:00"
     assert sbom.timestamp("2026-02-18", {}).isoformat() == "2026-02-18T00:00:00+00:00"
     assert sbom.timestamp(None, {}) is None
     assert "timestamp" not in json.loads(render(when=None))["metadata"]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from builder.common.cache import Cache
-from builder.errors import ChecksumMismatchError
 from builder.package import wheel_cache
 from builder.package.project import Component
 
@@ -101,17 +100,33 @@ def test_store_then_reuse(tmp_path):
     assert store.lookup("target-gfx1100", "ab" * 16 + "cd" * 16) is None
 
 
-def test_a_damaged_cached_wheel_is_an_error_that_says_what_to_delete(tmp_path):
+def test_a_damaged_cached_wheel_is_not_used_and_its_entry_is_replaced(tmp_path):
     store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
     built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
     kept = store.store("base", "cd" * 32, {}, built)
     kept.write_bytes(b"damaged")
-    with pytest.raises(ChecksumMismatchError, match=r"delete .*base-cdcdcdcdcdcdcdcd"):
-        store.lookup("base", "cd" * 32)
+    lines: list[str] = []
+    assert store.lookup("base", "cd" * 32, echo=lines.append) is None
+    assert "not using it" in lines[0] and str(kept) in lines[0]
+    again = store.store("base", "cd" * 32, {}, built)         # the next build heals the entry
+    assert again == kept and store.lookup("base", "cd" * 32) == kept and kept.read_bytes() == built.read_bytes()
 
 
 def test_an_entry_without_its_record_is_not_used(tmp_path):
     store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
-    kept = store.store("base", "ef" * 32, {}, fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl"))
+    built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
+    kept = store.store("base", "ef" * 32, {}, built)
     (kept.parent / "entry.json").unlink()
     assert store.lookup("base", "ef" * 32) is None
+    (kept.parent / "entry.json").write_text("[]")            # JSON, but not a record
+    assert store.lookup("base", "ef" * 32) is None
+    assert store.store("base", "ef" * 32, {}, built) == kept  # replaced
+    assert store.lookup("base", "ef" * 32) == kept
+
+
+def test_toolchain_versions_are_in_the_key(tmp_path, monkeypatch):
+    versions = wheel_cache.toolchain_versions()
+    assert {"auditwheel", "scikit-build-core", "pip", "strip", "patchelf", "zlib"} <= set(versions)
+    key = wheel_cache.wheel_key(**inputs(tmp_path))[0]
+    monkeypatch.setattr(wheel_cache, "toolchain_versions", lambda: {**versions, "auditwheel": "99"})
+    assert wheel_cache.wheel_key(**inputs(tmp_path))[0] != key
