@@ -88,7 +88,8 @@ def test_setup_steps_are_the_readme_setup_command():
 
 # What the CI command may add to or leave out of the README's: which wheels, where GitHub
 # cannot be reached, and the progress bars.
-CI_ONLY_PARAMS = {"gpu_targets", "wheel_set", "mirrors", "source_overrides", "no_progress", "build_number"}
+CI_ONLY_PARAMS = {"gpu_targets", "wheel_set", "mirrors", "source_overrides", "no_progress", "build_number",
+                  "check_reproducible"}
 
 
 @pytest.mark.parametrize("job_name, wheel_set, gpu_target", [
@@ -127,6 +128,8 @@ def test_wheel_jobs_run_the_readme_main_command_as_root(job_name, wheel_set, gpu
             == {k: v for k, v in readme.params.items() if k not in CI_ONLY_PARAMS})
     assert ci.params["out_dir"] == Path("wheelhouse")
     assert ci.params["build_number"] == 7 and readme.params["build_number"] == 0
+    # every wheel CI publishes was built twice and came out byte-identical (docs/REPRODUCIBLE.md)
+    assert ci.params["check_reproducible"] is True
     upload = [s for s in job["steps"]
               if s.get("uses", "").startswith("actions/upload-artifact@") and "if" not in s]
     assert upload[0]["with"]["path"] == f"{ci.params['out_dir']}/*.whl"
