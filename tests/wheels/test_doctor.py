@@ -864,3 +864,23 @@ def test_info_shows_the_upstream_commit_and_rocm_stack(tmp_path, site):
     assert builder_line(info["upstream"], "7.2") == lines[1]
     del info["upstream"], info["build"]
     assert provenance_line(info) == "" and not info_lines(info, tmp_path)[1].startswith("moshi.cpp")
+
+
+def test_info_names_the_installed_sbom(tmp_path):
+    sys.path.insert(0, str(TEMPLATE_PKG.parent))
+    try:
+        from moshi_rocm.__main__ import info_lines
+    finally:
+        sys.path.remove(str(TEMPLATE_PKG.parent))
+    info = runtime_info("gfx1201")
+    package = tmp_path / "moshi_rocm"
+    package.mkdir()
+    assert not any(line.startswith("sbom:") for line in info_lines(info, package))   # none installed
+    sboms = tmp_path / f"moshi_rocm_gfx1201-{info['version']}.dist-info" / "sboms"
+    sboms.mkdir(parents=True)
+    (sboms / "moshi-build.cdx.json").write_text(json.dumps(
+        {"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [{"name": "a"}, {"name": "b"}]}))
+    (line,) = [line for line in info_lines(info, package) if line.startswith("sbom:")]
+    assert line == f"sbom:       {sboms / 'moshi-build.cdx.json'} (CycloneDX 1.6, 2 components)"
+    (sboms / "moshi-build.cdx.json").write_text("{not json")
+    assert not any(line.startswith("sbom:") for line in info_lines(info, package))

@@ -63,6 +63,24 @@ def provenance_line(info: dict) -> str:
     return ", ".join(parts)
 
 
+SBOM = os.path.join("sboms", "moshi-build.cdx.json")   # in the .dist-info (PEP 770)
+
+
+def sbom_lines(info: dict, package_dir, indent: str = "") -> list:
+    """Where the wheel's SBOM is installed and how many components it lists (none: no line)."""
+    norm = "".join(c if c.isalnum() or c == "." else "_" for c in str(info.get("distribution", ""))).lower()
+    path = os.path.join(os.path.dirname(os.path.abspath(str(package_dir))),
+                        "%s-%s.dist-info" % (norm.replace(".", "_"), info.get("version", "")), SBOM)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return []
+    components = doc.get("components") if isinstance(doc, dict) else None
+    return ["%ssbom:       %s (CycloneDX %s, %d components)" % (
+        indent, path, doc.get("specVersion", "?"), len(components) if isinstance(components, list) else 0)]
+
+
 def _target_lines(info: dict, package_dir, environ) -> list:
     """A base wheel's target wheels: each with its contents, then the one the tools use now."""
     found = installed_targets(info, package_dir)
@@ -84,6 +102,7 @@ def _target_lines(info: dict, package_dir, environ) -> list:
             lines.append("    %-11s %s (set for the tools)" % (var + ":", os.path.join(str(t.folder), rel)))
         lines.append("    libraries:  %s" % ", ".join(os.path.normpath(os.path.join(str(t.folder), d))
                                                      for d in t.info.get("library_dirs", [])))
+        lines.extend(sbom_lines(t.info, t.folder, "    "))
         lines.extend(_contents_lines(t.info, "    "))
     return lines
 
@@ -108,6 +127,7 @@ def info_lines(info: dict, package_dir=PACKAGE_DIR, environ=None) -> list:
     ]
     for var, rel in sorted(info.get("env", {}).items()):
         lines.append("%-11s %s (set for the tools)" % (var + ":", os.path.join(str(package_dir), rel)))
+    lines.extend(sbom_lines(info, package_dir))
     lines.append("python:     %s (Python %s)" % (sys.executable, sys.version.split()[0]))
     lines.extend(_contents_lines(info))
     if base:
