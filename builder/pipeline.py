@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 from builder.sources import fetch as sources
 from builder.build import steps
@@ -151,7 +152,7 @@ class _WheelMaker:
     report: BuildReport
     runtime_root: Path
     envs_dir: Path
-    echo: object
+    echo: Callable[[str], None]
     cache: Cache | None
     common: dict
 
@@ -163,11 +164,11 @@ class _WheelMaker:
         common = {**self.common, **({"out_dir": out_dir} if out_dir is not None else {})}
         label = kind if target is None else f"{kind}-{target}"
         store = wheel_cache.WheelCache(self.cache) if self.cache is not None else None
-        key, inputs = wheel_cache.wheel_key(
-            kind=kind, target=target, prefixes=prefixes, tools=tools, components=components,
-            version=common["version"], build_number=common["build_number"], build_info=common["build_info"],
-            upstream=common["upstream"], provides=provides)
         if store is not None:
+            key, inputs = wheel_cache.wheel_key(
+                kind=kind, target=target, prefixes=prefixes, tools=tools, components=components,
+                version=common["version"], build_number=common["build_number"], build_info=common["build_info"],
+                upstream=common["upstream"], provides=provides)
             cached = store.reuse(label, key, common["out_dir"], self.echo)
             if cached is not None:
                 return cached

@@ -37,16 +37,17 @@ class PackageDatabase:
         return owners
 
     @functools.cached_property
-    def _versions(self) -> dict[str, str]:
-        versions: dict[str, str] = {}
+    def _installed(self) -> dict[str, dict[str, str]]:
+        """Package -> its fields in dpkg's status file (installed packages only)."""
+        installed: dict[str, dict[str, str]] = {}
         status = self.root / "var/lib/dpkg/status"
         if not status.is_file():
-            return versions
+            return installed
         for para in status.read_text(errors="replace").split("\n\n"):
             fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", para, flags=re.M))
-            if "Package" in fields and "Version" in fields and "installed" in fields.get("Status", ""):
-                versions.setdefault(fields["Package"], fields["Version"])
-        return versions
+            if "Package" in fields and "installed" in fields.get("Status", ""):
+                installed.setdefault(fields["Package"], fields)
+        return installed
 
     def owner(self, *paths: Path) -> str | None:
         """Package owning any of the files (host paths inside the root)."""
@@ -65,22 +66,11 @@ class PackageDatabase:
         return None
 
     def version(self, package: str) -> str | None:
-        return self._versions.get(package)
-
-    @functools.cached_property
-    def _architectures(self) -> dict[str, str]:
-        status = self.root / "var/lib/dpkg/status"
-        found: dict[str, str] = {}
-        if status.is_file():
-            for para in status.read_text(errors="replace").split("\n\n"):
-                fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", para, flags=re.M))
-                if "Package" in fields and "Architecture" in fields and "installed" in fields.get("Status", ""):
-                    found.setdefault(fields["Package"], fields["Architecture"])
-        return found
+        return self._installed.get(package, {}).get("Version")
 
     def architecture(self, package: str) -> str | None:
         """amd64, all, ... (a package's purl names it)."""
-        return self._architectures.get(package)
+        return self._installed.get(package, {}).get("Architecture")
 
     def copyright(self, package: str) -> Path | None:
         path = resolve_in_root(self.root, f"/usr/share/doc/{package}/copyright")

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 from builder.check import reader
+from tests.helpers.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,16 +118,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from builder.errors import FatalError, NotAWheelError
 
 WHEEL_NAME = "demo_pkg-1.0-py3-none-any.whl"
-
-
-def run_cli(argv: list[str]) -> int:
-    from builder.cli import main
-
-    try:
-        main(argv)
-    except SystemExit as e:
-        return e.code or 0
-    return 0
 
 
 def good_zip_bytes() -> bytes:

@@ -30,6 +30,7 @@ from builder.rocm.targets import elf_machs
 from tests.helpers.elf import gcc   # RPATH $ORIGIN unless told otherwise, as auditwheel leaves them
 from tests.helpers.offload import bundle
 from tests.helpers import sbom as sbom_helper
+from tests.helpers.cli import run_cli
 
 ARCH = platform.machine()
 GLIBC = platform.libc_ver()[1]
@@ -396,16 +397,6 @@ def test_grafted_library_no_package_accounts_for(tmp_path, elf):
 def test_tag_inconsistent_with_symbol_versions(tmp_path, elf, tag, reason):
     results = check(tmp_path, members(elf), tag)
     assert results["manylinux"].line == f"FAIL manylinux: {reason}"
-
-
-def run_cli(argv: list[str]) -> int:
-    from builder.cli import main
-
-    try:
-        main(argv)
-    except SystemExit as e:
-        return e.code or 0
-    return 0
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from builder.errors import RecipeError
 from builder.sources.recipe import load_recipe, parse_recipe
+from tests.helpers.archives import DEMO_RECIPE
 
 FUZZ = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -19,21 +20,7 @@ VALID = {
     "patches": [],
     "build": [{"step": "demo", "system": "cmake", "options": ["-DX=1"], "env": {"A": "b"}}],
 }
-VALID_TEXT = """schema_version = 1
-name = "demo"
-version = "1.0"
-license = "MIT"
-license_files = ["LICENSE"]
-
-[source]
-kind = "archive"
-url = "https://example.invalid/demo-1.0.tar.gz"
-sha256 = "%s"
-
-[[build]]
-step = "demo"
-system = "cmake"
-""" % ("a" * 64)
+VALID_TEXT = DEMO_RECIPE.format(url="https://example.invalid/demo-1.0.tar.gz", sha="a" * 64)
 
 # Pieces TOML is made of, so that random text gets past the first character now and then.
 TOKENS = ["\n", " ", "=", "[", "]", "[[", "]]", "{", "}", ",", ".", '"', "'", '"""', "#", "\\", "\\u00e9",

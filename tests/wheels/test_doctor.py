@@ -137,6 +137,17 @@ KERNEL_TARGETS = ["gfx803", "gfx900", "gfx906", "gfx908", "gfx90a", "gfx942", "g
                   "gfx1101", "gfx1102", "gfx1151", "gfx1200", "gfx1201"]
 
 
+def template_module(name: str):
+    """A module of the launcher package, imported from the wheel template (wheels/src)."""
+    import importlib
+
+    sys.path.insert(0, str(TEMPLATE_PKG.parent))
+    try:
+        return importlib.import_module(f"moshi_rocm.{name}")
+    finally:
+        sys.path.remove(str(TEMPLATE_PKG.parent))
+
+
 def runtime_info(target: str) -> dict:
     """What the builder writes into _runtime.json, with the real target table."""
     return {
@@ -332,11 +343,7 @@ def test_kfd_not_accessible_for_this_user():
 
 
 def test_gfx_names_from_kfd_numbers():
-    sys.path.insert(0, str(TEMPLATE_PKG.parent))
-    try:
-        from moshi_rocm import doctor as d
-    finally:
-        sys.path.remove(str(TEMPLATE_PKG.parent))
+    d = template_module("doctor")
     assert [d.gfx_name(v) for v in (110000, 100300, 100301, 90010, 110501, 90012)] == \
         ["gfx1100", "gfx1030", "gfx1031", "gfx90a", "gfx1151", "gfx90c"]
     assert d.override_target("10.3.0") == "gfx1030" and d.override_target("11.0") is None
@@ -425,11 +432,7 @@ def test_doctor_from_the_installed_wheel_in_the_clean_root(installed_testapp_whe
 
 
 def test_info_lists_the_standin_as_such(tmp_path, site):
-    sys.path.insert(0, str(TEMPLATE_PKG.parent))
-    try:
-        from moshi_rocm.__main__ import info_lines
-    finally:
-        sys.path.remove(str(TEMPLATE_PKG.parent))
+    info_lines = template_module("__main__").info_lines
     info = runtime_info("gfx1201")
     info["build"] = {"rocm_stack": "7.2", "hip_version": "7.2.53211", "clang_version": "22.1.8",
                      "rocblas_version": "5.2.0", "glibc_version": "2.41"}
@@ -848,11 +851,8 @@ def test_info_with_the_base_only(tmp_path, site):
 
 
 def test_info_shows_the_upstream_commit_and_rocm_stack(tmp_path, site):
-    sys.path.insert(0, str(TEMPLATE_PKG.parent))
-    try:
-        from moshi_rocm.__main__ import info_lines, provenance_line
-    finally:
-        sys.path.remove(str(TEMPLATE_PKG.parent))
+    main = template_module("__main__")
+    info_lines, provenance_line = main.info_lines, main.provenance_line
     info = runtime_info("gfx1201")
     commit = "f1fabbd14a506076d4d0a9755811598220ee9e13"
     info["upstream"] = {"name": "moshi.cpp", "release": "0.0.0+f1fabbd", "commit": commit, "date": "2026-02-18"}
@@ -867,11 +867,7 @@ def test_info_shows_the_upstream_commit_and_rocm_stack(tmp_path, site):
 
 
 def test_info_names_the_installed_sbom(tmp_path):
-    sys.path.insert(0, str(TEMPLATE_PKG.parent))
-    try:
-        from moshi_rocm.__main__ import info_lines
-    finally:
-        sys.path.remove(str(TEMPLATE_PKG.parent))
+    info_lines = template_module("__main__").info_lines
     info = runtime_info("gfx1201")
     package = tmp_path / "moshi_rocm"
     package.mkdir()
