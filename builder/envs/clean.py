@@ -111,11 +111,14 @@ class CleanRoot(RootHome):
     """The clean root filesystem (see the module docstring)."""
 
     def __init__(self, cache_dir: Path, check_valid_until: bool = False, *, config: dict | None = None,
-                 echo: Callable[[str], None] = _stderr) -> None:
+                 echo: Callable[[str], None] = _stderr, suite: str | None = None) -> None:
         section = (config or load_config())["clean"]
         self.cache_dir = Path(os.path.abspath(cache_dir))
         self.check_valid_until = check_valid_until
-        self.spec = CleanSpec.from_config(section)
+        if suite is not None and suite != section["suite"] and suite not in section.get("suites", ()):
+            raise ToolchainError(f"no clean root for the suite {suite!r}: environments.toml [clean] suites are "
+                                 f"{', '.join(section.get('suites', ())) or 'none'}")
+        self.spec = CleanSpec.from_config({**section, **({"suite": suite} if suite else {})})
         self.min_free_gib = float(section.get("min_free_gib", 2))
         self.echo = echo
 

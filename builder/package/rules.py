@@ -10,6 +10,7 @@ from builder.common import resources
 from builder.errors import RecipeError
 from builder.rocm import rocblas
 from builder.rocm.standins import WheelStandinRule
+from builder.package.glibc_floor import FloorSpec
 
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class RuntimeSpec:
     base_summary: str = ""
     target_package: str = "{package}_{gpu_target}"
     shared_runtime: tuple[str, ...] = ()
+    glibc_floor: FloorSpec | None = None     # [glibc_floor]: None keeps auditwheel's tag
 
     def distribution_for(self, gpu_target: str) -> str:
         return self.distribution.format(gpu_target=gpu_target, package=self.package)
@@ -129,6 +131,7 @@ def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
         base_summary=w.get("base_summary", w["summary"]),
         target_package=w.get("target_package", "{package}_{gpu_target}"),
         shared_runtime=tuple(w.get("shared_runtime", ())),
+        glibc_floor=FloorSpec.from_toml(data["glibc_floor"]) if "glibc_floor" in data else None,
     )
     for field in ("{release}", "{build_number}"):
         if field not in spec.version_format:
