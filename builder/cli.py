@@ -269,12 +269,13 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, base):
     dirs = verify.default_build_paths(cache_dir) + list(build_paths)
     made: dict = {}
 
-    def probe_root(needed):
-        # The wheel's comgr runs here if this machine's glibc loads it, else in the clean root.
-        if needed not in made:
-            made[needed] = code_selection.default_probe_root(needed, Cache(cache_dir).envs,
-                                                             lambda line: click.echo(line, err=True))
-        return made[needed]
+    def probe_root(needed, suite=None):
+        # The wheel's comgr runs here if this machine's glibc loads it, else in the clean root
+        # (a wheel with a glibc floor: in the clean root of the floor's suite).
+        if (needed, suite) not in made:
+            made[needed, suite] = code_selection.default_probe_root(needed, Cache(cache_dir).envs,
+                                                                    lambda line: click.echo(line, err=True), suite)
+        return made[needed, suite]
     reports = []
     for path in wheels:
         report = verify.verify_wheel(path, build_paths=dirs, probe_root=probe_root, base=base)

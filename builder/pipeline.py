@@ -131,11 +131,11 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
                           out_dir=base_dir)
         paths = [base] if wheels != "targets" else []
         if wheels != "base":
-            provides = wheel.provided_by(base)
+            provides, base_floor = wheel.provided_by(base), wheel.floor_of(base)
             for target in gpu_targets:
                 prefixes = {r.step: r.prefix for r in report.results if r.target == target and r.step in per_target}
                 paths.append(made.wheel(kind="target", target=target, prefixes=prefixes, tools=[],
-                                        components=in_targets, provides=provides, base=base))
+                                        components=in_targets, provides=provides, base=base, base_floor=base_floor))
     except BaseException:
         if wheels == "targets" and base_dir.exists():
             echo(f"the base wheel made to check the target wheels is kept in {base_dir}")
@@ -157,7 +157,7 @@ class _WheelMaker:
     common: dict
 
     def wheel(self, *, kind: str, target: str | None, prefixes, tools, components, provides=(),
-              base: Path | None = None, out_dir: Path | None = None) -> Path:
+              base: Path | None = None, out_dir: Path | None = None, base_floor: dict | None = None) -> Path:
         from builder.package import wheel
         from builder.package import wheel_cache
 
@@ -168,12 +168,13 @@ class _WheelMaker:
             key, inputs = wheel_cache.wheel_key(
                 kind=kind, target=target, prefixes=prefixes, tools=tools, components=components,
                 version=common["version"], build_number=common["build_number"], build_info=common["build_info"],
-                upstream=common["upstream"], provides=provides)
+                upstream=common["upstream"], provides=provides, base_floor=base_floor)
             cached = store.reuse(label, key, common["out_dir"], self.echo)
             if cached is not None:
                 return cached
         path = wheel.build_wheel(kind=kind, target=target, prefixes=prefixes, tools=tools, components=components,
-                                 **({"provides": provides} if provides else {}), **common)
+                                 **({"provides": provides} if provides else {}),
+                                 **({"base_floor": base_floor} if base_floor else {}), **common)
         verify_built_wheel(path, self.report, self.runtime_root, self.envs_dir, self.echo,
                            **({"base": base} if base is not None else {}))
         if store is not None:
@@ -187,9 +188,9 @@ def environment_compiler(environment: BuildEnvironment):
     from builder.rocm import standins
     from builder.errors import BuildStepError
 
-    def compile_library(source: Path, output: Path, soname: str) -> None:
+    def compile_library(source: Path, output: Path, soname: str, argv: list[str] | None = None) -> None:
         with environment.session([source.parent]) as session:
-            done = session.run(standins.compile_argv("gcc", source, output, soname), timeout=600)
+            done = session.run(argv or standins.compile_argv("gcc", source, output, soname), timeout=600)
         if done.returncode != 0:
             raise BuildStepError(f"compiling the stand-in {soname} in the build environment failed: "
                                  f"{(done.stderr or done.stdout).strip()[-400:]}")
@@ -204,7 +205,8 @@ def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, envs
     from builder.errors import WheelVerificationError
 
     result = verify.verify_wheel(path, build_paths=verify.build_dirs_of(report, runtime_root),
-                                 probe_root=lambda needed: code_selection.default_probe_root(needed, envs_dir, echo),
+                                 probe_root=lambda needed, suite=None: code_selection.default_probe_root(
+                                     needed, envs_dir, echo, suite),
                                  **({"base": base} if base is not None else {}))
     for line in result.lines():
         echo(f"  {line}")

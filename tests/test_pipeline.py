@@ -161,7 +161,7 @@ def test_testapp_wheel_passes_verify(testapp_wheel, built, environment, clean_ro
     assert result.ok, "\n".join(c.line for c in result.failures)
     assert [c.name for c in result.checks] == ["archive", "base-wheel", "runtime-info", "elf-closure", "rpath", "backends",
                                                "gpu-code", "kernels", "code-selection", "standins", "build-paths",
-                                               "licenses", "sbom", "manylinux"]
+                                               "licenses", "sbom", "manylinux", "glibc-floor"]
     checks = {c.name: c for c in result.checks}
     # The ROCm 7.2 stack's stand-in for rocSOLVER is in the wheel, and only hipBLAS links it.
     assert "librocsolver.so.0 stands in for rocSOLVER 7.2.4" in checks["standins"].summary

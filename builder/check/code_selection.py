@@ -210,9 +210,17 @@ def check_wheel(wheel: Path, *, target: str, machs: dict[str, int], comgr_member
 
 
 def default_probe_root(needed_glibc: tuple[int, int] | None, cache_envs: Path,
-                       echo: Callable[[str], None] = lambda s: None) -> ProbeRoot:
-    """This machine if its glibc loads the wheel's libraries, else the clean root (made if missing)."""
+                       echo: Callable[[str], None] = lambda s: None, suite: str | None = None) -> ProbeRoot:
+    """This machine if its glibc loads the wheel's libraries, else the clean root (made if missing).
+    suite: run in the clean root of that Debian suite whatever this machine has (a wheel's
+    glibc floor is proven on the floor's own system)."""
     libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
+    if suite is not None:
+        from builder.envs.clean import CleanRoot
+
+        clean = CleanRoot(cache_envs, echo=echo, suite=suite)
+        clean.ensure()
+        return ProbeRoot.of_clean_root(clean)
     if libc and needed_glibc:
         try:
             have = tuple(int(x) for x in libc.split()[-1].split(".")[:2])

@@ -27,7 +27,9 @@ member, and the paths of the build machine any member mentions. Then:
   sbom          the CycloneDX document of .dist-info/sboms/ names this wheel, is in RECORD,
                 and lists a component for every ELF file (builder/check/sbom.py)
   manylinux     the platform tag is the one the highest GLIBC/GLIBCXX/...
-                symbol versions (and the libraries left to the system) call for
+                symbol versions (and the libraries left to the system) call for; with a
+                glibc floor, the versions needed from the system allow the floor's tag
+  glibc-floor   every file loads on the floor's glibc (builder/check/glibc_floor.py)
 
   archive       the wheel reads as pip installs it: no absolute or '..' member name, no
                 symbolic link, no member of absurd size or compression ratio, and RECORD
@@ -69,6 +71,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from builder.check import glibc_floor as floor_check
 from builder.check import sbom as sbom_check
 from builder.check.reader import WheelReport, built_name, inspect_wheel
 from builder.package import rules
@@ -81,6 +84,7 @@ from builder.rocm.offload import BundleFormatError, FatbinSummary, fatbin_summar
 from builder.sources.recipe import PROJECT_ROOT
 from builder.package.rules import DlopenRule, RuntimeSpec
 from builder.rocm.standins import behaviour_of
+from builder.package.symver import ElfVersionError, SymbolVersions, read_versions
 
 _MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(?P<arch>.+)$")
 _LEGACY = re.compile(r"^manylinux(?:1|2010|2014)_(?P<arch>.+)$")
@@ -282,6 +286,7 @@ class ElfDetails:
     imports: frozenset[str] = frozenset()   # undefined dynamic symbols
     exports: frozenset[str] = frozenset()   # defined dynamic symbols
     fatbin_error: str | None = None         # .hip_fatbin could not be read
+    symbols: SymbolVersions | None = None   # versioned imports and exports (the glibc-floor check)
 
 
 @dataclasses.dataclass
@@ -334,7 +339,11 @@ def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
             fatbin, error = fatbin_summary(file), None
         except BundleFormatError as e:
             fatbin, error = None, str(e)
-        details[member] = ElfDetails(versions, fatbin, frozenset(imports), frozenset(exports), error)
+        try:
+            symbols = dataclasses.replace(read_versions(file), dynstr=b"")
+        except ElfVersionError:
+            symbols = None   # the glibc-floor check names the file
+        details[member] = ElfDetails(versions, fatbin, frozenset(imports), frozenset(exports), error, symbols)
 
     report = inspect_wheel(path, scan=scan, examine=examine, strict=True)
     return WheelContents(report, details, scanner, {k: v.decode("utf-8", "replace") for k, v in texts.items()})
@@ -1062,10 +1071,16 @@ def check_licenses(ctx: Context) -> CheckResult:
 
 def check_manylinux(ctx: Context) -> CheckResult:
     platforms = ctx.contents.report.platform_tags
+    carried = {posixpath.basename(m) for m in ctx.contents.files}
+    if ctx.base is not None:   # what the base wheel provides is not left to the system
+        carried |= ctx.base.provides
+    # Only what the system must provide counts: a library the wheel carries (libstdc++-moshi
+    # under a glibc floor) brings its own versions.
     versions: dict[str, set[str]] = {}
     for d in ctx.contents.details.values():
         for library, vs in d.versions.items():
-            versions.setdefault(library, set()).update(vs)
+            if library not in carried:
+                versions.setdefault(library, set()).update(vs)
     all_versions = {v for vs in versions.values() for v in vs}
     highest = highest_versions(all_versions)
     policy = ctx.policy
@@ -1083,9 +1098,6 @@ def check_manylinux(ctx: Context) -> CheckResult:
     # version and lets the system provide every library the wheel does not carry.
     arch = policy.name.split("_", 3)[-1]
     policies = _policies(arch)
-    carried = {posixpath.basename(m) for m in ctx.contents.files}
-    if ctx.base is not None:   # what the base wheel provides is not left to the system
-        carried |= ctx.base.provides
     external = {n for f in ctx.contents.elf.values() for n in f.needed
                 if n not in carried and not n.startswith("ld-linux")}
     expected = None
@@ -1097,10 +1109,13 @@ def check_manylinux(ctx: Context) -> CheckResult:
         if ok_versions and external <= p.whitelist:
             expected = p
             break
-    if not problems and expected is not None and expected.name != policy.name:
+    # A glibc floor names its tag itself (no lower one: only the floor is proven, by glibc-floor)
+    floored = isinstance(ctx.info, dict) and isinstance(ctx.info.get("glibc_floor"), dict)
+    if not floored and not problems and expected is not None and expected.name != policy.name:
         problems.append(f"tagged {policy.name}, but the newest symbol versions ({shown}) and the system "
                         f"libraries it needs fit {expected.name}")
-    return _result("manylinux", problems, f"{policy.name} matches the newest symbol versions: {shown}")
+    return _result("manylinux", problems, f"{policy.name} matches the newest symbol versions needed from the "
+                                          f"system: {shown}")
 
 
 def _members_named(ctx: Context, pattern: str) -> list[str]:
@@ -1150,8 +1165,14 @@ def check_code_selection(ctx: Context) -> CheckResult:
     platform_tags = ctx.contents.report.platform_tags + (ctx.base.contents.report.platform_tags if ctx.base else [])
     tags = [m for m in (_MANYLINUX.match(t) for t in platform_tags) if m]
     needed = max(((int(m.group(1)), int(m.group(2))) for m in tags), default=None)
+    # a wheel with a glibc floor is probed on the floor's system (its suite is checked against environments.toml)
+    floor = ctx.info.get("glibc_floor") if isinstance(ctx.info, dict) else None
+    suite = floor.get("suite") if isinstance(floor, dict) and isinstance(floor.get("suite"), str) else None
     try:
-        probe_root = ctx.probe_root(needed) if callable(ctx.probe_root) else ctx.probe_root
+        if callable(ctx.probe_root):
+            probe_root = ctx.probe_root(needed, suite) if suite else ctx.probe_root(needed)
+        else:
+            probe_root = ctx.probe_root
     except FatalError as e:  # e.g. the clean root cannot be made here (not root, no network)
         return _result("code-selection", [f"no root filesystem to run the wheel's comgr in: {e}"], "")
     if probe_root is None:
@@ -1163,8 +1184,9 @@ def check_code_selection(ctx: Context) -> CheckResult:
         return CheckResult("code-selection", True, sel.skipped)
     others = len(elf_machs()) - 1
     whose = "the base wheel's comgr" if ctx.kind == "target" else "the wheel's comgr"
+    where = "this machine" if Path(probe_root.root) == Path("/") else f"the clean root {Path(probe_root.root).parent.name}"
     return _result("code-selection", sel.problems,
-                   f"{whose} gives a {target} code object for each of {sel.bundles} bundles and "
+                   f"{whose}, run in {where}, gives a {target} code object for each of {sel.bundles} bundles and "
                    f"code-object files ({sel.files} files) and nothing for {others} other targets")
 
 
@@ -1192,7 +1214,9 @@ def check_standins(ctx: Context) -> CheckResult:
               "the wheel")]
     if ctx.base is not None:
         sides.append((ctx.base.contents, ctx.base.info, "_runtime.json", ctx.base.libs_dir, "the base wheel"))
-    declared = [(s, side) for side in sides for s in side[1].get("standins") or []]
+    # the glibc compatibility library is every file's: the glibc-floor check looks at it
+    declared = [(s, side) for side in sides for s in side[1].get("standins") or []
+                if isinstance(s, dict) and s.get("role") != "glibc-compat"]
     if not declared:
         return CheckResult("standins", True, "the wheel carries no generated stand-in"
                            + (", nor does its base wheel" if ctx.base is not None else ""))
@@ -1245,7 +1269,7 @@ def _archive_result(contents: WheelContents) -> CheckResult:
 
 CHECKS = (check_archive, check_runtime_info, check_closure, check_rpath, check_backends, check_gpu_code, check_kernels,
           check_code_selection, check_standins, check_build_paths, check_licenses, sbom_check.check_sbom,
-          check_manylinux)
+          check_manylinux, floor_check.check_glibc_floor)
 
 
 

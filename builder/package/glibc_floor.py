@@ -57,7 +57,7 @@ class FloorSpec:
     baseline: str                        # "GLIBC_2.2.5": where every need above the floor points
     libraries: tuple[str, ...]           # glibc's libraries (SONAMEs) whose needs are rewritten
     compat_soname: str
-    private: tuple[tuple[str, str, str], ...]  # (SONAME in the root, SONAME in the wheel, SPDX license)
+    private: tuple[tuple[str, str], ...]  # (SONAME in the root, SONAME in the wheel)
     gcc_runtime: str = "libgcc_s.so.1"   # left to the system: its needs must be in the floor's copy
     suite: str = "bullseye"              # the Debian suite whose glibc is the floor
 
@@ -75,13 +75,21 @@ class FloorSpec:
 
     @property
     def renames(self) -> dict[str, str]:
-        return {old: new for old, new, _ in self.private}
+        return dict(self.private)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "FloorSpec":
+        """The spec a wheel's record carries (to_json()); ValueError if it is not one."""
+        try:
+            return cls.from_toml({**data, "private": [{"soname": a, "ships_as": b} for a, b in data.get("private", [])]})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"not a glibc floor record: {e}") from None
 
     @classmethod
     def from_toml(cls, data: Mapping) -> "FloorSpec":
         return cls(version=data["version"], baseline=data["baseline"], libraries=tuple(data["libraries"]),
                    compat_soname=data["compat_soname"],
-                   private=tuple((p["soname"], p["ships_as"], p["license"]) for p in data.get("private", ())),
+                   private=tuple((p["soname"], p["ships_as"]) for p in data.get("private", ())),
                    gcc_runtime=data.get("gcc_runtime", "libgcc_s.so.1"), suite=data.get("suite", "bullseye"))
 
     def to_json(self) -> dict:
@@ -116,6 +124,7 @@ class FloorTable:
     version: str
     versions: Mapping[str, frozenset[str]]              # library -> versions it defines
     symbols: Mapping[str, Mapping[str, frozenset[str]]]  # library -> name -> versions
+    source: Mapping = dataclasses.field(default_factory=dict)  # the suite and libc6 package it came from
 
     def exported(self, name: str, version: str) -> str | None:
         """The floor library that defines name@version, if any."""
@@ -133,7 +142,8 @@ class FloorTable:
         return cls(str(data.get("glibc")),
                    {lib: frozenset(d.get("versions", ())) for lib, d in data["libraries"].items()},
                    {lib: {n: frozenset(vs) for n, vs in d.get("symbols", {}).items()}
-                    for lib, d in data["libraries"].items()})
+                    for lib, d in data["libraries"].items()},
+                   dict(data.get("source") or {}))
 
 
 def table_resource(spec: FloorSpec) -> str:
@@ -306,12 +316,17 @@ def make_compat(plan: CompatPlan, spec: FloorSpec, into: Path, compile_in: Compi
 
 
 def compat_problems(path: Path, defines: Sequence[str], spec: FloorSpec, table: FloorTable) -> list[str]:
-    """The compatibility library needs nothing above the floor and defines `defines` at the baseline."""
-    v = symver.read_versions(path)
+    return compat_problems_of(symver.read_versions(path), defines, spec, table)
+
+
+def compat_problems_of(v: symver.SymbolVersions, defines: Iterable[str], spec: FloorSpec,
+                       table: FloorTable) -> list[str]:
+    """The compatibility library needs nothing above the floor, nothing the floor's glibc lacks,
+    and defines each of `defines` at the baseline."""
     problems = [f"needs {n}@{need.version} from {need.file}, above the floor"
                 for n, need in sorted(v.imports.items()) if need is not None and spec.above(need.version)]
     for (name, version), lib in sorted(v.imports_from(spec.libraries).items()):
-        if table.exported(name, version) is None and version_key(version):
+        if version_key(version) and not spec.above(version) and table.exported(name, version) is None:
             problems.append(f"needs {name}@{version}, which the floor's glibc does not export")
     for name in defines:
         if spec.baseline not in v.exports.get(name, ()):
@@ -369,28 +384,30 @@ def lower_file(path: Path, spec: FloorSpec, patchelf: str, run: Callable[[list[s
     return change
 
 
-def needs_at_floor(path: Path, spec: FloorSpec, table: FloorTable, compat: Mapping[str, set[str]] | None,
-                   libstdcxx_versions: set[str] | None) -> list[str]:
-    """Why `path` would not load on the floor (empty: it would): each glibc need must be
-    exported by the floor's glibc or defined by the compatibility library at that version,
-    each GLIBCXX/CXXABI need by the bundled libstdc++, each GCC need by the floor's libgcc_s."""
-    v = symver.read_versions(path)
+def floor_problems(name: str, v: symver.SymbolVersions, spec: FloorSpec, table: FloorTable,
+                   compat: Mapping[str, set[str]], private_versions: set[str]) -> list[str]:
+    """Why the file `name` would not load on the floor (empty: it would): each glibc need must be
+    exported by the floor's glibc or defined by the compatibility library at that version, each
+    need of a private library met by the bundled copy, each GCC need by the floor's libgcc_s."""
     problems = []
-    private = set(spec.renames.values())
     for need in v.needs:
-        if need.file in spec.libraries and version_key(need.version) and need.version not in table.versions.get(need.file, ()):
-            problems.append(f"{path.name} needs version {need.version} of {need.file}, which the floor's does not define")
+        if need.file in spec.libraries and version_key(need.version) \
+                and need.version not in table.versions.get(need.file, ()):
+            problems.append(f"{name} needs version {need.version} of {need.file}, which the floor's does not define")
         elif need.file == spec.gcc_runtime and need.version not in table.versions.get(spec.gcc_runtime, ()):
-            problems.append(f"{path.name} needs {need.version} of {need.file}; the floor's {spec.gcc_runtime} lacks it")
-        elif need.file in private and libstdcxx_versions is not None and need.version not in libstdcxx_versions:
-            problems.append(f"{path.name} needs {need.version} of {need.file}, which the bundled copy does not define")
+            problems.append(f"{name} needs {need.version} of {need.file}; the floor's {spec.gcc_runtime} lacks it")
+        elif need.file in spec.renames.values() and need.version not in private_versions:
+            problems.append(f"{name} needs {need.version} of {need.file}, which the bundled copy does not define")
         elif need.file in spec.renames:
-            problems.append(f"{path.name} needs {need.file} of the system; it must need {spec.renames[need.file]}")
-    for (name, version), lib in sorted(v.imports_from(spec.libraries).items()):
-        if not version_key(version) or table.exported(name, version):
+            problems.append(f"{name} needs {need.file} of the system: it must need {spec.renames[need.file]}")
+    for (symbol, version), lib in sorted(v.imports_from(spec.libraries).items()):
+        if not version_key(version) or table.exported(symbol, version) or version in compat.get(symbol, ()):
             continue
-        if compat is not None and version in compat.get(name, set()):
-            continue
-        problems.append(f"{path.name} imports {name}@{version} (from {lib}): neither the floor's glibc nor "
+        problems.append(f"{name} imports {symbol}@{version} (from {lib}): neither the floor's glibc nor "
                         f"{spec.compat_soname} defines it")
     return problems
+
+
+def needs_at_floor(path: Path, spec: FloorSpec, table: FloorTable, compat: Mapping[str, set[str]],
+                   private_versions: set[str]) -> list[str]:
+    return floor_problems(path.name, symver.read_versions(path), spec, table, compat, private_versions)

@@ -106,6 +106,12 @@ class WheelKind:
         return normalized_name(self.distribution) + self.lib_sdir
 
     @property
+    def graft_runpath(self) -> str:
+        """RUNPATH of a graft in libs_dir when the base wheel's folder must be reached (glibc floor)."""
+        base_bin = self.base_bin or "/".join(p for p in (self.package, self.bin_dir) if p)
+        return f"$ORIGIN:$ORIGIN/../{base_bin}"
+
+    @property
     def runpath(self) -> str:
         """RUNPATH of a file one folder below the wheel's root (the payload's files, grafts)."""
         return "$ORIGIN" + (f":$ORIGIN/../{self.base_bin}" if self.base_bin else "")
@@ -132,6 +138,8 @@ class Payload:
     origins: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     # The same for the libraries auditwheel will graft, by SONAME (their names in the wheel carry a hash)
     library_origins: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # base wheel with a glibc floor: its record (the compatibility library, the private libraries)
+    glibc_floor: dict | None = None
 
 
 def _copy_file(src: Path, dest: Path, mode: int) -> None:
@@ -406,12 +414,72 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
     system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
     trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
         if spec.trim_device_code and gpu_target else None
+    floor = None
+    if spec.glibc_floor is not None and kind.name == "base":
+        floor, private = _stage_floor(spec, runtime_root, dirs, bindir, elf_files, closure, ext, log_path,
+                                      root.parent / "glibc-compat", compile_library, echo)
+        for path, real in private.items():
+            origins[member(path)] = _root_origin(db, real)
+        compat = bindir / spec.glibc_floor.compat_soname
+        origins[member(compat)] = ("standin", floor["compat"]["package"])
+        system += _system_packages([ExternalLibrary(p.name, real, real) for p, real in private.items()],
+                                   runtime_root, spec, echo)
+        system.append(_standin_package(floor["compat"], root.parent / "standin-notices"))
+        generated[spec.glibc_floor.compat_soname] = floor["compat"]
     first = [d for d in (root.parent / "standins" if generated else None, trimmed_dir) if d]
     ldpaths = list(dict.fromkeys(first + dirs + closure.directories))
     provides = sorted({facts.soname for f in elf_files if f.parent == bindir
                        and (facts := read_elf(f)) is not None and facts.soname}) if kind.name == "base" else []
     return Payload(root, package_dir, list(tool_files), elf_files, closure, dlopened, openers, env,
-                   data_dirs, system, ldpaths, list(generated.values()), kind, provides, origins, library_origins)
+                   data_dirs, system, ldpaths, list(generated.values()), kind, provides, origins, library_origins,
+                   floor)
+
+
+def _stage_floor(spec: RuntimeSpec, runtime_root: Path, dirs: Sequence[Path], bindir: Path, elf_files: list[Path],
+                 closure: Closure, ext: Tools, log_path: Path, work: Path,
+                 compile_library: standins_mod.CompileLibrary, echo: Callable[[str], None]
+                 ) -> tuple[dict, dict[Path, Path]]:
+    """runtime.toml [glibc_floor], base wheel: stage the private libraries (libstdc++ under its
+    own name) and the compatibility library generated from what every file of the wheel imports
+    above the floor (ours, the private ones and the libraries auditwheel will graft). The
+    rewrite itself runs on the repaired wheel (wheel.py). Returns the record and the staged
+    private files (-> their file in the root)."""
+    from builder.package import glibc_floor, symver
+
+    floor = spec.glibc_floor
+    private: dict[Path, Path] = {}
+    for soname, ships_as in floor.private:
+        found = linkage.find_library(soname, dirs)
+        if found is None:
+            raise ToolchainError(f"{soname} ([glibc_floor] private) is not in {runtime_root}'s library directories")
+        real = linkage.resolve_in_root(runtime_root, linkage.in_root_path(runtime_root, found))
+        dest = bindir / ships_as
+        _copy_file(real, dest, 0o755)
+        check_logged([ext.patchelf, "--set-soname", ships_as, str(dest)], log_path, f"patchelf {ships_as}")
+        _prepare_elf(dest, ext, log_path)
+        elf_files.append(dest)
+        private[dest] = real
+        echo(f"{ships_as}: {real.name} of the root, shipped under its own name")
+    files = [*elf_files, *(lib.realpath for lib in closure.libraries.values())]
+    needs = glibc_floor.floor_needs(files, floor)
+    plan = glibc_floor.plan_compat(needs, floor, glibc_floor.load_table(floor.version), glibc_floor.load_catalogue())
+
+    def compile_in(argv: list[str], folder: Path) -> None:
+        compile_library(folder / "glibc-compat.c", folder / floor.compat_soname, floor.compat_soname, argv=argv)
+
+    library, record = glibc_floor.make_compat(plan, floor, work, compile_in)
+    dest = bindir / floor.compat_soname
+    _copy_file(library, dest, 0o755)
+    check_logged([ext.patchelf, "--set-rpath", "$ORIGIN", str(dest)], log_path, f"patchelf {dest.name}")
+    elf_files.append(dest)
+    counts = ", ".join(f"{n} at {v}" for v, n in record["counts"].items())
+    echo(f"{floor.compat_soname}: {len(plan.defines)} names for the glibc {floor.version} floor ({counts}; "
+         f"{len(plan.forwards)} forwarded, {len(plan.written)} written); {len(plan.in_floor)} more need only "
+         "their version lowered")
+    libstdcxx = {ships_as: sorted(symver.read_versions(p).defined_versions)
+                 for p in private for _, ships_as in floor.private if p.name == ships_as}
+    return {"version": floor.version, "suite": floor.suite, "baseline": floor.baseline,
+            "compat": record, "private": dict(floor.private), "private_versions": libstdcxx}, private
 
 
 def _shared_runtime(spec: RuntimeSpec, runtime_root: Path, dirs: Sequence[Path]) -> dict[str, Path]:

@@ -99,7 +99,8 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
                 template_dir: Path = TEMPLATE_DIR, work_dir: Path | None = None, keep_work: bool = False,
                 build_info: Mapping | None = None, echo: Callable[[str], None] = print,
                 compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler,
-                kind: str = "single", provides: Sequence[str] = (), upstream: Mapping | None = None) -> Path:
+                kind: str = "single", provides: Sequence[str] = (), upstream: Mapping | None = None,
+                base_floor: Mapping | None = None) -> Path:
     """Build, repair and check one wheel; returns the repaired wheel's path.
 
     kind:      "single" (everything for `target`), "base" (target None: the tools, all that
@@ -115,6 +116,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
                stand-ins it generated, rocBLAS's kernel targets)
     upstream:  the application's source (upstream_info()): name, release, commit, date, url; its
                date goes into the version, all of it into the wheel's JSON, README and URLs
+    base_floor: a target wheel's base wheel's glibc floor record (floor_of()), when runtime.toml has one
     """
     upstream = dict(upstream or {})
     epoch = source_date_epoch(upstream)
@@ -130,6 +132,12 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
         raise ConfigurationError("no tools to package: pass the executables the build produced")
     if kind == "base" and not spec.base_distribution:
         raise ConfigurationError("runtime.toml has no wheel.base_distribution: a base wheel needs a name")
+    if spec.glibc_floor is not None and kind == "single":
+        raise ConfigurationError("runtime.toml [glibc_floor] needs the base wheel's compatibility library: "
+                                 "make a base and target wheels, not a self-contained one")
+    if spec.glibc_floor is not None and kind == "target" and not base_floor:
+        raise ConfigurationError("a target wheel with a glibc floor needs its base wheel's floor record "
+                                 "(its _runtime.json 'glibc_floor'); build the base wheel with this moshi-build")
     layout = {"single": lambda: WheelKind.single(spec, target), "base": lambda: WheelKind.base(spec),
               "target": lambda: WheelKind.target(spec, target, provides)}[kind]()
     comps = [Component.coerce(c) for c in components]
@@ -175,6 +183,9 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
             # runtime.toml's [[dlopen]] rules the wheel was made with: `moshi-build verify` checks them.
             "dlopen": [r.to_json() for r in spec.dlopen],
         }
+        floor_record = payload.glibc_floor if kind == "base" else dict(base_floor or {}) or None
+        if floor_record:
+            shared["glibc_floor"] = floor_record
         if kind == "target":
             base = f"{spec.base_distribution}=={wheel_ver}"
             backends = sorted(f.name for f in payload.elf_files if f.parent == payload.package_dir
@@ -275,7 +286,9 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
         repaired = sorted(repaired_dir.glob("*.whl"))
         if len(repaired) != 1:
             raise BuildStepError(f"auditwheel wrote {len(repaired)} wheels, expected one; see {log_path}")
-        if layout.provides:
+        if floor_record:
+            repaired = [_lower_to_floor(repaired[0], layout, spec, floor_record, ext, log_path, echo, epoch)]
+        elif layout.provides:
             _link_grafts_to_base(repaired[0], layout, ext, log_path, echo, epoch)
 
         # 5. check, then publish
@@ -310,15 +323,67 @@ def _environment(**values: str):
                 os.environ[k] = v
 
 
-def provided_by(base_wheel: Path) -> list[str]:
-    """The SONAMEs a base wheel's bin_dir holds for target wheels to link (its _runtime.json)."""
+def floor_of(base_wheel: Path) -> dict | None:
+    """The glibc floor record of a base wheel's _runtime.json (None: it has none)."""
+    record = _base_record(base_wheel)[0].get("glibc_floor")
+    return record if isinstance(record, dict) else None
+
+
+def _lower_to_floor(path: Path, layout: WheelKind, spec: RuntimeSpec, record: Mapping, ext, log_path: Path,
+                    echo: Callable[[str], None], epoch: int) -> Path:
+    """runtime.toml [glibc_floor], on the repaired wheel (glibc_floor.py says how): every ELF file
+    lowered to the floor, every graft given a RUNPATH that reaches the base wheel's folder (the
+    compatibility library, libstdc++ and, for a target wheel, libamdhip64), each file proven to
+    load on the floor, and the wheel tagged with the floor's policy. Returns the wheel's new path."""
+    from auditwheel.wheeltools import InWheelCtx, add_platforms
+    from builder.package import glibc_floor
+
+    floor = spec.glibc_floor
+    table = glibc_floor.load_table(floor.version)
+    compat = {name: {floor.baseline} for name in record["compat"]["symbols"]}
+    private_versions = {v for vs in record.get("private_versions", {}).values() for v in vs}
+    run = lambda argv: check_logged(argv, log_path, f"patchelf {Path(argv[-1]).name}")
+    arch = os.uname().machine
+    with _environment(SOURCE_DATE_EPOCH=str(epoch)), InWheelCtx(path, path) as ctx:
+        tree = Path(ctx.path)
+        files = sorted(f for f in tree.rglob("*") if f.is_file() and not f.is_symlink() and read_elf(f) is not None)
+        lowered, problems = 0, []
+        for f in files:
+            change = glibc_floor.lower_file(f, floor, ext.patchelf, run)
+            lowered += bool(change.rewritten)
+            if f.parent.name == layout.libs_dir:
+                check_logged([ext.patchelf, "--set-rpath", layout.graft_runpath, str(f)], log_path, f"patchelf {f.name}")
+            problems += glibc_floor.needs_at_floor(f, floor, table, compat, private_versions)
+        if problems:
+            raise BuildStepError(f"{path.name}: {len(problems)} need(s) the glibc {floor.version} floor cannot meet: "
+                                 + "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else ""))
+        tag = floor.platform_tag(arch)
+        tags = path.name[:-len(".whl")].split("-")[-1].split(".")
+        out = add_platforms(ctx, [tag], [t for t in tags if t != tag])
+    if out != path:
+        path.unlink()
+    echo(f"glibc {floor.version} floor: {lowered} of {len(files)} ELF files lowered, every need met "
+         f"(the floor's glibc, {floor.compat_soname}), tagged {floor.platform_tag(arch)}")
+    return out
+
+
+def _base_record(base_wheel: Path) -> tuple[dict, str]:
+    """(a base wheel's _runtime.json, its member name)."""
     with zipfile.ZipFile(base_wheel) as zf:
         names = [n for n in zf.namelist() if n.endswith("/_runtime.json") and n.count("/") == 1]
         if len(names) != 1:
             raise BuildStepError(f"{base_wheel.name}: expected one <package>/_runtime.json, found {len(names)}")
         info = json.loads(zf.read(names[0]))
+    if not isinstance(info, dict):
+        raise BuildStepError(f"{base_wheel.name}: {names[0]} is not a JSON object")
+    return info, names[0]
+
+
+def provided_by(base_wheel: Path) -> list[str]:
+    """The SONAMEs a base wheel's bin_dir holds for target wheels to link (its _runtime.json)."""
+    info, member = _base_record(base_wheel)
     if info.get("kind") != "base" or not info.get("provides"):
-        raise BuildStepError(f"{base_wheel.name} is not a base wheel (no 'provides' in {names[0]})")
+        raise BuildStepError(f"{base_wheel.name} is not a base wheel (no 'provides' in {member})")
     return list(info["provides"])
 
 

@@ -90,7 +90,7 @@ def toolchain_versions() -> dict[str, str]:
 
 def wheel_key(*, kind: str, target: str | None, prefixes: Mapping[str, Path], tools, components,
               version: str, build_number: int, build_info: Mapping, upstream: Mapping,
-              provides=(), tool: str | None = None) -> tuple[str, dict]:
+              provides=(), tool: str | None = None, base_floor: Mapping | None = None) -> tuple[str, dict]:
     """(key, the inputs it hashes). Prefixes count by folder name (builds/<step>-<step key>):
     the same steps in a cache at another path give the same key."""
     comps = []
@@ -106,6 +106,8 @@ def wheel_key(*, kind: str, target: str | None, prefixes: Mapping[str, Path], to
         "prefixes": {step: Path(p).name for step, p in sorted(prefixes.items())},
         "tools": list(tools), "components": comps, "version": version, "build_number": build_number,
         "build": dict(build_info), "upstream": dict(upstream), "provides": sorted(provides),
+        # a target wheel is lowered against its base's compatibility library
+        **({"base_floor": dict(base_floor)} if base_floor else {}),
         # wheel.build_wheel honours a SOURCE_DATE_EPOCH it is given (else the upstream date)
         "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH"),
         "tool": tool or tool_digest(),

@@ -35,8 +35,9 @@ from builder.errors import BuildStepError, ToolchainError
 _UNDEFINED = re.compile(r"^\s*U\s+([A-Za-z_][A-Za-z0-9_]*)(@\S+)?\s*$")
 _C_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# A C compiler invocation: (source, output, soname) -> None; raises on failure.
-CompileLibrary = Callable[[Path, Path, str], None]
+# A C compiler invocation: (source, output, soname, argv=None) -> None; raises on failure.
+# argv, when given, is the whole gcc command line (the glibc compatibility library's own).
+CompileLibrary = Callable[..., None]
 
 
 def undefined_symbols(nm_output: str, prefix: str) -> list[str]:
@@ -131,12 +132,13 @@ class WheelStandinRule:
     license: str = "MIT"
 
 
-def host_compiler(source: Path, output: Path, soname: str) -> None:
+def host_compiler(source: Path, output: Path, soname: str, argv: list[str] | None = None) -> None:
     """Compile with the host's cc (the build environments pass their own compiler)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise ToolchainError("no C compiler (cc) to build a stand-in library; install gcc")
-    done = subprocess.run(compile_argv(cc, source, output, soname), capture_output=True, text=True)
+    argv = [cc, *argv[1:]] if argv else compile_argv(cc, source, output, soname)
+    done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildStepError(f"compiling the stand-in {soname} failed: {done.stderr.strip()[-400:]}")
 

@@ -220,18 +220,18 @@ def failing(results: dict[str, verify.CheckResult]) -> dict[str, str]:
 def test_good_wheel_passes_every_check(tmp_path, elf):
     results = check(tmp_path, members(elf))
     assert list(results) == ["archive", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
-                             "code-selection", "standins", "build-paths", "licenses", "sbom", "manylinux"]
+                             "code-selection", "standins", "build-paths", "licenses", "sbom", "manylinux", "glibc-floor"]
     assert failing(results) == {}
     assert results["gpu-code"].line == ("PASS gpu-code: libggml-hip.so 0.0 MB for gfx1100 in 1 bundle; "
                                         "librocblas-5e6f7a8b.so.4 0.0 MB for gfx1100 in 1 bundle")
     assert results["code-selection"].line == (
-        "PASS code-selection: the wheel's comgr gives a gfx1100 code object for each of 4 bundles and "
+        "PASS code-selection: the wheel's comgr, run in this machine, gives a gfx1100 code object for each of 4 bundles and "
         "code-object files (4 files) and nothing for 13 other targets")
     assert results["standins"].line == "PASS standins: the wheel carries no generated stand-in"
     assert results["kernels"].line == ("PASS kernels: moshi_rocm/rocblas/library/: 3 gfx1100 files, "
                                        "1 for any target")
     assert results["elf-closure"].line.endswith(f"allow-list; dlopen'd: libamd_comgr.so.3")
-    assert results["manylinux"].line.startswith(f"PASS manylinux: {TAG} matches the newest symbol versions: GLIBC_2.34")
+    assert results["manylinux"].line.startswith(f"PASS manylinux: {TAG} matches the newest symbol versions needed from the system: GLIBC_2.34")
 
 
 def test_removed_library(tmp_path, elf):
@@ -415,7 +415,7 @@ def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys, offload_reader_for
     assert out[0].startswith(good.name + " (gfx1100, ")
     assert [l.split(":")[0] for l in out[1:]] == [f"  PASS {c}" for c in ("archive", "runtime-info", "elf-closure", "rpath",
                                                   "backends", "gpu-code", "kernels", "code-selection", "standins", "build-paths",
-                                                  "licenses", "sbom", "manylinux")]
+                                                  "licenses", "sbom", "manylinux", "glibc-floor")]
     assert run_cli(["verify", "--json", str(good), str(bad)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
@@ -721,7 +721,7 @@ def results_of(report: verify.VerifyReport) -> dict[str, verify.CheckResult]:
 
 
 PAIR_CHECKS = ["archive", "base-wheel", "runtime-info", "elf-closure", "rpath", "backends", "gpu-code", "kernels",
-               "code-selection", "standins", "build-paths", "licenses", "sbom", "manylinux"]
+               "code-selection", "standins", "build-paths", "licenses", "sbom", "manylinux", "glibc-floor"]
 
 
 def test_a_base_wheel_is_verified_on_its_own(tmp_path, pair_elf):
@@ -787,7 +787,7 @@ def test_a_good_pair_passes(tmp_path, pair_elf):
                                         "(GGML_BACKEND_PATH)")
     assert results["kernels"].line == (f"PASS kernels: {TPKG}/rocblas/library/: 3 gfx1100 files, 1 for any target")
     assert results["code-selection"].line == (
-        "PASS code-selection: the base wheel's comgr gives a gfx1100 code object for each of 4 bundles and "
+        "PASS code-selection: the base wheel's comgr, run in this machine, gives a gfx1100 code object for each of 4 bundles and "
         "code-object files (4 files) and nothing for 13 other targets")
     # comgr is unpacked from the base wheel with what it loads (not the tools), beside the target's bundles
     assert [m for m in unpacked if not m.startswith(f"{TPKG}/")] == [
@@ -797,7 +797,7 @@ def test_a_good_pair_passes(tmp_path, pair_elf):
         "PASS standins: librocsolver.so.0 stands in for rocSOLVER 7.2.4 (2 functions); only libhipblas.so.3 imports "
         "them, and nothing imports its solver functions; libz3.so.4 stands in for Z3 4.13.3 (2 functions); only "
         "libLLVM.so.22.1 imports them (in either wheel of the pair)")
-    assert results["manylinux"].line.startswith(f"PASS manylinux: {TAG} matches the newest symbol versions: GLIBC_2.34")
+    assert results["manylinux"].line.startswith(f"PASS manylinux: {TAG} matches the newest symbol versions needed from the system: GLIBC_2.34")
     # The base wheel given explicitly, from another folder, does the same.
     alone = pack(tmp_path / "alone", target_members(pair_elf))
     given = verify_pair(alone, tmp_path, base=base)
