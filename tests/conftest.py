@@ -80,6 +80,23 @@ def clean_root():
     return root
 
 
+@pytest.fixture(scope="session")
+def clean_root_of():
+    """clean_root_of("bullseye"): the clean root of one of environments.toml's [clean] suites, made once."""
+    if os.geteuid() != 0:
+        pytest.skip("the clean root filesystems need root (mmdebstrap, chroot)")
+    from builder.envs.clean import CleanRoot
+
+    made = {}
+
+    def of(suite: str):
+        if suite not in made:
+            made[suite] = CleanRoot(SHARED_CACHE / "envs", suite=suite)
+            made[suite].ensure()
+        return made[suite]
+    return of
+
+
 # -- the slow tier's shared fixtures: one real build, one testapp wheel, one install per session --
 
 @pytest.fixture(scope="session")

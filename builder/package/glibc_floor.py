@@ -235,6 +235,7 @@ def plan_compat(needs: Mapping[tuple[str, str], set[str]], spec: FloorSpec, tabl
     for name, version in sorted(wanted.items()):
         if start and name == start[0]:
             plan.written[start[1]] = version
+            plan.needed_from[start[1]] = plan.needed_from.get(name, [])
             continue
         lib = table.exported(name, spec.baseline)
         if lib is not None:
