@@ -19,7 +19,7 @@ from builder.errors import (ConfigurationError, FatalError, InterruptedByUser, f
 from builder.sources.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application  # noqa: E402
 from builder import pipeline  # noqa: E402
 from builder.check import sizes  # noqa: E402
-from builder.common.files import sha256_file  # noqa: E402
+from builder.common.files import sha256_file, write_atomic  # noqa: E402
 from builder.sources import fetch as sources  # noqa: E402
 from builder.envs import default_stack_name, get_environment, get_stack, stack_names  # noqa: E402
 from builder.rocm import targets  # noqa: E402
@@ -436,6 +436,36 @@ def env_remove(environment):
     """Remove the build environment (the Debian root filesystem)."""
     environment.remove()
     click.echo("removed")
+
+
+@env_group.command("floor-table")
+@env_cache_option
+@click.option("--write", is_flag=True, help="Replace the shipped table with the one just taken.")
+def env_floor_table(env_cache_dir, write):
+    """The glibc floor's symbol table (builder/resources/glibc-floor-<version>.json), taken again
+    from the libc of the floor's Debian suite in its clean root; exit 1 if it differs from the
+    shipped one (unless --write)."""
+    import json
+
+    from builder.package import glibc_floor, rules
+
+    spec = rules.load_runtime_spec().glibc_floor
+    if spec is None:
+        raise ConfigurationError("runtime.toml has no [glibc_floor]")
+    fresh = glibc_floor.table_of_suite(spec, Cache(env_cache_dir).envs, echo=lambda l: click.echo(l, err=True))
+    target = Path(__file__).parent / "resources" / glibc_floor.table_resource(spec)
+    shipped = json.loads(target.read_text()) if target.is_file() else {}
+    differences = glibc_floor.table_differences(shipped, fresh)
+    counts = ", ".join(f"{lib} {len(d['symbols'])}" for lib, d in fresh["libraries"].items())
+    click.echo(f"glibc {spec.version} from {spec.suite} (libc6 {fresh['source']['libc6']}): {counts}")
+    if write:
+        write_atomic(target, json.dumps(fresh, indent=1, sort_keys=True) + "\n", doing="writing the floor table")
+        click.echo(f"written: {target}")
+    elif differences:
+        click.echo("differs from the shipped table: " + "; ".join(differences) + " (--write replaces it)", err=True)
+        raise SystemExit(1)
+    else:
+        click.echo(f"the shipped {target.name} matches")
 
 
 @cli.group()

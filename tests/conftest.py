@@ -70,12 +70,15 @@ def file_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def clean_root():
-    """A root filesystem with Python and nothing else (builder/envs/clean.py), made once."""
+    """A root filesystem with Python and nothing else (builder/envs/clean.py), made once: the
+    glibc floor's system (runtime.toml [glibc_floor]: bullseye, glibc 2.31, Python 3.9), where
+    the slow tier installs and runs the wheels and verify runs their comgr."""
     if os.geteuid() != 0:
         pytest.skip("the clean root filesystem needs root (mmdebstrap, chroot)")
     from builder.envs.clean import CleanRoot
+    from builder.package.rules import load_runtime_spec
 
-    root = CleanRoot(SHARED_CACHE / "envs")
+    root = CleanRoot(SHARED_CACHE / "envs", suite=load_runtime_spec().glibc_floor.suite)
     root.ensure()
     return root
 

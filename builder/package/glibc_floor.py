@@ -150,6 +150,34 @@ def table_resource(spec: FloorSpec) -> str:
     return f"glibc-floor-{spec.version}.json"
 
 
+def table_of_suite(spec: FloorSpec, cache_envs: Path, echo: Callable[[str], None] = print) -> dict:
+    """The floor's table from the clean root of its Debian suite (made if missing), with the
+    suite and the libc6 package it came from."""
+    from builder.envs.clean import CleanRoot
+
+    clean = CleanRoot(cache_envs, suite=spec.suite, echo=echo)
+    clean.ensure()
+    table = floor_table_from_root(clean.root, spec)
+    done = clean.run(["dpkg-query", "-W", "-f=${Version}", "libc6"])
+    glibc = clean.info().get("glibc_version")
+    if glibc != spec.version:
+        raise ConfigurationError(f"the {spec.suite} root has glibc {glibc}, not the floor's {spec.version}: "
+                                 "fix [glibc_floor] suite in runtime.toml")
+    table["source"] = {"suite": spec.suite, "libc6": done.stdout.strip() or "unknown"}
+    return table
+
+
+def table_differences(shipped: Mapping, fresh: Mapping) -> list[str]:
+    """What differs in versions and symbols (not in file hashes or package versions)."""
+    out = []
+    for lib in sorted(set(shipped.get("libraries", {})) | set(fresh.get("libraries", {}))):
+        a, b = shipped.get("libraries", {}).get(lib, {}), fresh.get("libraries", {}).get(lib, {})
+        for key in ("versions", "symbols"):
+            if a.get(key) != b.get(key):
+                out.append(f"{lib}: its {key} differ")
+    return out
+
+
 @functools.cache
 def load_table(version: str) -> FloorTable:
     try:

@@ -169,3 +169,18 @@ def test_a_lowered_program_runs_its_constructors_once_on_the_floor_and_on_a_new_
             assert r.returncode == 0 and "not found" not in r.stdout + r.stderr and "undefined" not in r.stderr, r
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_shipped_floor_table_is_what_the_floor_suites_libc_exports(clean_root_of):
+    """Not a hand-written list: taken again from bullseye's libc (`moshi-build env floor-table`)."""
+    import json
+
+    from builder.common import resources
+    from tests.helpers.slow import SHARED_CACHE
+
+    clean_root_of(SPEC.suite)
+    fresh = glibc_floor.table_of_suite(SPEC, SHARED_CACHE / "envs")
+    shipped = json.loads(resources.packaged_text(glibc_floor.table_resource(SPEC)))
+    assert glibc_floor.table_differences(shipped, fresh) == []
+    assert fresh["source"]["suite"] == "bullseye"
