@@ -290,6 +290,40 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, base):
         sys.exit(1)  # click returns an Exit code instead of raising it when not standalone
 
 
+@cli.command("install-check")
+@click.argument("wheelhouse", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gpu-target", default=None, help="Install moshi-rocm-<gfx> (with its base); default: the base alone.")
+@click.option("--suite", "suites", multiple=True,
+              help="Debian suite of a clean root (repeatable; default: every one of environments.toml [clean]).")
+@click.option("--no-selftest", is_flag=True, help="Install and run ldd -r only.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MOSHI_BUILD_CACHE_DIR",
+              help="Cache root holding the clean roots (default: the user's cache directory).")
+def install_check_cmd(wheelhouse, gpu_target, suites, no_selftest, cache_dir):
+    """Install the wheels by name into the clean root of each supported system and run every ELF
+    file through ldd -r and `moshi-rocm selftest` on the CPU; one table row per root, exit 1 on
+    any problem."""
+    from builder.check import installed
+    from builder.envs.base import load_config
+    from builder.package import rules
+
+    spec = rules.load_runtime_spec()
+    distribution = installed.wheel_distribution(wheelhouse, gpu_target, spec.base_distribution)
+    section = load_config()["clean"]
+    chosen = list(suites) or list(section.get("suites") or [section["suite"]])
+    results = installed.check_installed(wheelhouse, distribution, chosen, Cache(cache_dir).envs,
+                                        echo=lambda l: click.echo(l, err=True), selftest=not no_selftest)
+    click.echo(f"{distribution} from {wheelhouse}:")
+    click.echo("| root | system | pip install by name | ELF files | ldd -r problems | selftest (CPU) |")
+    click.echo("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        click.echo(r.row())
+    for r in results:
+        for line in r.ldd_problems[:10] + ([r.error] if r.error else []):
+            click.echo(f"{r.suite}: {line}", err=True)
+    if not all(r.ok for r in results):
+        raise SystemExit(1)
+
+
 @cli.command("targets")
 @env_cache_option
 @env_options

@@ -8,6 +8,7 @@ import functools
 import glob
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Iterable
 from builder.errors import ToolchainError
@@ -76,10 +77,28 @@ def library_dirs(root: Path) -> list[Path]:
     return list(seen.values())
 
 
+def _elf_kind(path: Path) -> bytes | None:
+    """ELF class, byte order and e_machine: what a library must share with its loader."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    return head[4:6] + head[18:20] if head[:4] == b"\x7fELF" and len(head) == 20 else None
+
+
+@functools.cache
+def host_elf_kind() -> bytes | None:
+    return _elf_kind(Path(os.path.realpath(sys.executable)))
+
+
 def find_library(soname: str, dirs: Iterable[Path]) -> Path | None:
+    """The first `soname` in `dirs` built for this machine's architecture (auditwheel's reading
+    of ld.so.conf puts /usr/lib32, with the i386 copies, before the x86_64 folder)."""
+    want = host_elf_kind()
     for d in dirs:
         candidate = Path(d) / soname
-        if candidate.exists():
+        if candidate.exists() and (want is None or _elf_kind(candidate) in (want, None)):
             return candidate
     return None
 

@@ -144,7 +144,8 @@ def point_need_at(path: Path, need: VersionNeed, version: str, versions: SymbolV
     .dynstr already holds (same file size, no section moved)."""
     offset = string_offset(versions, version)
     if offset is None:
-        raise ElfVersionError(f"{path.name}: no {version!r} string in .dynstr to point {need.version} at")
+        raise ElfVersionError(f"{path.name}: no {version!r} string in .dynstr ({len(versions.dynstr)} bytes at "
+                              f"{versions.dynstr_offset}) to point {need.version} at")
     with open(path, "r+b") as f:
         f.seek(need.offset)
         raw = f.read(_VERNAUX.size)

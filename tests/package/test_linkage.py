@@ -114,3 +114,16 @@ def test_a_library_whose_symlink_leads_out_of_the_root_is_reported(root, tmp_pat
 
     assert closure.outside_root == {"libout.so.1": elsewhere}
     assert "libout.so.1" not in closure.libraries
+
+
+def test_find_library_skips_a_copy_built_for_another_architecture(tmp_path):
+    """auditwheel's reading of ld.so.conf lists /usr/lib32 (Debian's i386 copies) first: the
+    i386 libstdc++.so.6 there must not be taken for the x86_64 one."""
+    real = gcc(tmp_path / "x86_64" / "libthing.so.1", "int thing(void) { return 1; }\n", soname="libthing.so.1")
+    i386 = tmp_path / "lib32" / "libthing.so.1"
+    i386.parent.mkdir()
+    header = bytearray(real.read_bytes()[:64])
+    header[4], header[18:20] = 1, (3).to_bytes(2, "little")     # ELFCLASS32, EM_386
+    i386.write_bytes(bytes(header))
+    assert linkage.find_library("libthing.so.1", [i386.parent, real.parent]) == real
+    assert linkage.find_library("libthing.so.1", [i386.parent]) is None
