@@ -156,8 +156,12 @@ def test_verify_and_publishing_see_every_wheel_artifact():
         assert download["with"]["path"] == "wheelhouse" and download["with"]["merge-multiple"] is True
     (verify,) = steps_running(jobs["verify"], "moshi-build verify")
     argv = shlex.split(verify["run"].replace("\\\n", " "))
+    assert argv[:4] == ["sudo", "-E", "env", "PATH=$PATH"]   # the floor's clean root needs root
+    argv = argv[4:]
     assert argv[:3] == ["moshi-build", "verify", "wheelhouse/*.whl"]
     assert argv[3::2] == ["--build-path"] * len(argv[3::2])  # nothing but more build paths
+    (installs,) = steps_running(jobs["verify"], "moshi-build install-check")
+    assert "--gpu-target" in installs["run"] and "wheelhouse/moshi_rocm_gfx*.whl" in installs["run"]
 
 
 def test_actions_are_pinned_to_commits():
