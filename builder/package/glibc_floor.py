@@ -333,10 +333,14 @@ def make_compat(plan: CompatPlan, spec: FloorSpec, into: Path, compile_in: Compi
     record = {
         "package": "moshi-glibc-compat", "version": f"{spec.version}+moshibuild1", "soname": spec.compat_soname,
         "role": "glibc-compat", "made": "wheel", "license": "MIT",
-        "replaces": f"glibc {spec.version} lacks these names at {spec.baseline}",
+        "replaces": "glibc",
+        "names_phrase": f"glibc names (functions and one variable, listed in _runtime.json's glibc_floor) at {spec.baseline}",
         "consumer": "every file of the wheels with a glibc need above the floor",
-        "behaviour": "forwards to the running glibc's own function when it has one, else to the floor's",
-        "why": f"The wheels load on glibc {spec.version} and newer (runtime.toml [glibc_floor]); docs/GLIBC-FLOOR.md.",
+        "behaviour": ("calls the running glibc's own function when it has one, else the floor's "
+                      "(an older version of it, or code written in moshi-build's glibc-compat.toml)"),
+        "why": (f"The wheels are built against glibc 2.41 and load on glibc {spec.version} and newer "
+                "(runtime.toml [glibc_floor], docs/GLIBC-FLOOR.md): this library defines, at the version "
+                f"their needs are pointed at, the names glibc {spec.version} lacks there."),
         "symbols": plan.defines, "forwards": dict(sorted(plan.forwards.items())),
         "written": sorted(plan.written), "differs": differs, "counts": plan.counts(),
         "floor": spec.to_json(),

@@ -115,8 +115,9 @@ def standin_copyright(record: dict) -> str:
     why = "\n".join(" " + (line or ".") for line in textwrap.wrap(record.get("why", ""), 78))
     prefix = record.get("symbol_prefix") or (symbols[0].split("_")[0] + "_" if symbols else "")
     made = "when this wheel was assembled" if record.get("made") == "wheel" else "when its build root was created"
+    names = record.get("names_phrase") or f"{prefix}* functions"
     return template.format(package=record["package"], replaces=record["replaces"], count=len(symbols),
-                           prefix=prefix, behaviour=behaviour_of(record), why=why, made=made)
+                           names=names, behaviour=behaviour_of(record), why=why, made=made)
 
 
 # --------------------------------------------------------------------------- wheel stand-ins
