@@ -35,7 +35,13 @@ def check_glibc_floor(ctx):
     info = ctx.info if isinstance(ctx.info, dict) else {}
     record = info.get("glibc_floor")
     if not isinstance(record, dict):
-        # made without [glibc_floor]: the manylinux check holds its tag to the symbol versions
+        # made without [glibc_floor]: the manylinux check holds its tag to the symbol versions;
+        # but files that link a compatibility library were lowered and need the record's proof
+        floor = ctx.spec.glibc_floor
+        lowered = sorted(m for m, f in ctx.contents.elf.items() if floor is not None and floor.compat_soname in f.needed)
+        if lowered:
+            return _result([f"{posixpath.basename(lowered[0])} and {len(lowered) - 1} more link {floor.compat_soname}, "
+                            f"but {ctx.info_member or 'the wheel'} has no glibc_floor record to check them against"], "")
         return _result([], "no glibc floor in the wheel's record: its tag is checked by manylinux alone")
     try:
         compat_record = record["compat"]

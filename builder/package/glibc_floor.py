@@ -42,6 +42,7 @@ from builder.package import symver
 from builder.package.elfinfo import read_elf
 
 GLIBC_VERSION = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.(\d+))?$")
+_SONAME = re.compile(r"lib[A-Za-z0-9_+-]{1,64}\.so(\.[0-9]{1,4}){0,4}")
 
 
 def version_key(version: str) -> tuple[int, ...] | None:
@@ -79,11 +80,19 @@ class FloorSpec:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "FloorSpec":
-        """The spec a wheel's record carries (to_json()); ValueError if it is not one."""
+        """The spec a wheel's record carries (to_json()), checked as hostile input: the version
+        names a resource file, the names become member paths; ValueError if it is not one."""
         try:
-            return cls.from_toml({**data, "private": [{"soname": a, "ships_as": b} for a, b in data.get("private", [])]})
+            spec = cls.from_toml({**data, "private": [{"soname": a, "ships_as": b} for a, b in data.get("private", [])]})
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"not a glibc floor record: {e}") from None
+        names = [*spec.libraries, spec.compat_soname, spec.gcc_runtime, *(n for pair in spec.private for n in pair)]
+        if not isinstance(spec.version, str) or not re.fullmatch(r"2\.\d{1,3}", spec.version) \
+                or not isinstance(spec.baseline, str) or not version_key(spec.baseline) \
+                or not all(isinstance(n, str) and _SONAME.fullmatch(n) for n in names) \
+                or not isinstance(spec.suite, str) or not re.fullmatch(r"[a-z]{1,32}", spec.suite):
+            raise ValueError(f"not a glibc floor record: {str(dict(data))[:200]!r}")
+        return spec
 
     @classmethod
     def from_toml(cls, data: Mapping) -> "FloorSpec":

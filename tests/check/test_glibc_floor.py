@@ -104,3 +104,34 @@ def test_a_base_wheel_missing_one_definition_of_its_compatibility_library_fails(
     line = checks["glibc-floor"].line
     assert line.startswith("FAIL glibc-floor: ") and "moshi_compat_start_main@GLIBC_2.2.5" in line, line
     assert f"does not define moshi_compat_start_main@GLIBC_2.2.5" in line or "tiny-tool imports" in line
+
+
+def rewritten_record(base: Path, out: Path, change) -> Path:
+    from auditwheel.wheeltools import InWheelCtx
+
+    with InWheelCtx(base, out) as ctx:
+        path = Path(ctx.path) / "moshi_rocm" / "_runtime.json"
+        info = json.loads(path.read_text())
+        change(info)
+        path.write_text(json.dumps(info))
+    return out
+
+
+@pytest.mark.parametrize("hostile", [
+    {"version": "../../../etc/passwd"}, {"version": 2.31}, {"libraries": 5},
+    {"compat_soname": "../../x.so.1"}, {"suite": "Sid; rm -rf /"}, {"private": [["a"]]}])
+def test_a_hostile_floor_record_fails_in_one_line(floor_pair, tmp_path, hostile):
+    base, _, spec = floor_pair
+    broken = rewritten_record(base, tmp_path / base.name,
+                              lambda info: info["glibc_floor"]["compat"]["floor"].update(hostile))
+    line = results(broken, spec)["glibc-floor"].line
+    assert line.startswith("FAIL glibc-floor: the glibc_floor record is unreadable: not a glibc floor record"), line
+    assert "\n" not in line
+
+
+def test_a_lowered_base_wheel_whose_floor_record_was_removed_fails(floor_pair, tmp_path):
+    base, _, spec = floor_pair
+    broken = rewritten_record(base, tmp_path / base.name, lambda info: info.pop("glibc_floor"))
+    line = results(broken, spec)["glibc-floor"].line
+    assert line.startswith("FAIL glibc-floor: ") and f"link {COMPAT}, but moshi_rocm/_runtime.json has no " \
+        "glibc_floor record" in line, line

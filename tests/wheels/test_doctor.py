@@ -4,7 +4,7 @@ and, for the base wheel, the launcher's choice among installed target wheels (do
 Fast tests run the wheel's package (wheels/src/moshi_rocm, with a _runtime.json
 holding the target table the builder writes) as `python -m moshi_rocm doctor`
 against sysfs and /dev trees laid out in tmp_path (MOSHI_ROCM_SYSFS,
-MOSHI_ROCM_DEV), with Python 3.8 where this machine has it. A self-contained
+MOSHI_ROCM_DEV), with Python 3.9 where this machine has it. A self-contained
 wheel's _runtime.json (no "kind", its own gpu_target) is what the first tests
 install; the split-wheel tests install a base package and target folders
 (moshi_rocm_gfx*/_target.json) beside it and run a fake tool through the
@@ -34,14 +34,14 @@ IS_ROOT = os.geteuid() == 0
 
 
 def _package_python() -> str:
-    """The package promises Python 3.8: run it with a working python3.8 where the machine has one
+    """The package promises Python 3.9: run it with a working python3.9 where the machine has one
     (MOSHI_ROCM_TEST_PYTHON names another interpreter)."""
     chosen = os.environ.get("MOSHI_ROCM_TEST_PYTHON")
     if chosen:
         return chosen
-    candidate = shutil.which("python3.8")
+    candidate = shutil.which("python3.9")
     if candidate:
-        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 8))"],
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 9))"],
                                capture_output=True, text=True)
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return candidate

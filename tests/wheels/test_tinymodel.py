@@ -225,12 +225,12 @@ def test_command_line_writes_the_layout_the_tools_search(tmp_path, capsys):
     assert "moshi-tts -r" in capsys.readouterr().out
 
 
-def test_generator_runs_on_python_3_8_syntax():
+def test_generator_runs_on_python_3_9_syntax():
     import ast
 
     for name in ("tinymodel.py", "selftest.py"):
         source = (WHEEL_SRC / "moshi_rocm" / name).read_text()
-        ast.parse(source, feature_version=(3, 8))
+        ast.parse(source, feature_version=(3, 9))
 
 
 def test_bench_parses_the_tools_report_and_computes_the_ratio():

@@ -16,7 +16,7 @@ Two layouts (docs/WHEEL-PAIR.md in moshi-build):
   self-contained  no "kind" (wheels built before the split): the package has
                 its own "gpu_target" and everything; no target wheel is looked for.
 
-This file is part of the wheel template: keep it importable on Python 3.8.
+This file is part of the wheel template: keep it importable on Python 3.9.
 """
 
 from __future__ import annotations

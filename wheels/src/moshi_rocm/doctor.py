@@ -18,7 +18,7 @@ GPU. A self-contained wheel (built before the split) carries its own target.
 MOSHI_ROCM_SYSFS and MOSHI_ROCM_DEV replace /sys and /dev (for tests).
 Exit status: 0 when a GPU can run the tools' GPU code as things are, 1 otherwise.
 
-Part of the wheel: standard library only, Python 3.8.
+Part of the wheel: standard library only, Python 3.9.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ the weights are random; what is tested is that every stage loads and runs.
   --device NAME   run on this ggml device (e.g. ROCm0, CPU) instead of the best one
   --keep DIR      write the models and outputs to DIR and keep them
 
-This file is part of the wheel template: keep it importable on Python 3.8.
+This file is part of the wheel template: keep it importable on Python 3.9.
 """
 
 from __future__ import annotations

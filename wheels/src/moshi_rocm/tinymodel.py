@@ -28,7 +28,7 @@ file each part follows is named where it is written below):
 Only the standard library is needed, so `moshi-rocm selftest` works right
 after `pip install`: safetensors files are written here directly (an 8-byte
 header length, a JSON header and the raw little-endian data). Keep this file
-importable on Python 3.8.
+importable on Python 3.9.
 """
 
 from __future__ import annotations
