@@ -98,7 +98,7 @@ def check_glibc_floor(ctx):
                 else:
                     from_compat += 1
     newest = max((v for v in private_versions if v.startswith("GLIBCXX_")), key=lambda v: tuple(
-        int(x) for x in v.split("_")[1].split(".") if x.isdigit()), default="none")
+        int(x) for x in v.split("_")[1].split(".") if x.isascii() and x.isdigit()), default="none")
     source = table.source or {}
     return _result(problems, (
         f"{want}: {len(ctx.contents.details)} ELF files load on glibc {spec.version} "

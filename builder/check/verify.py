@@ -431,7 +431,7 @@ def claimed_policy(platform_tags: Sequence[str]):
 
 
 def _version_key(version: str) -> tuple:
-    return tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[._]", version.partition("_")[2]))
+    return tuple(int(x) if x.isascii() and x.isdigit() else 0 for x in re.split(r"[._]", version.partition("_")[2]))
 
 
 def highest_versions(versions: Iterable[str]) -> dict[str, str]:

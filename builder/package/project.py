@@ -193,6 +193,7 @@ def upstream_info(recipe) -> dict:
 
 # zip cannot store times before 1980-01-01 (the fallback when nothing pins a date)
 ZIP_EPOCH = 315532800
+ZIP_LAST = 4354819199      # 2107-12-31 23:59:59 UTC: a zip member's DOS time ends there
 
 
 def source_date_epoch(upstream: Mapping | None = None, environ: Mapping[str, str] = os.environ) -> int:
@@ -201,8 +202,11 @@ def source_date_epoch(upstream: Mapping | None = None, environ: Mapping[str, str
     `date`, midnight UTC), else 1980-01-01. Two builds of the same pins get the same stamps."""
     raw = environ.get("SOURCE_DATE_EPOCH")
     if raw:
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise ConfigurationError(f"SOURCE_DATE_EPOCH={raw[:40]!r}: expected seconds since 1970 (digits only)")
+        if len(raw) > 12 or int(raw) > ZIP_LAST:
+            raise ConfigurationError(f"SOURCE_DATE_EPOCH={raw[:40]!r} is after 2107-12-31, the last time a zip "
+                                     "member can carry; give a time before it")
         return max(int(raw), ZIP_EPOCH)
     date = (upstream or {}).get("date")
     if date:

@@ -158,7 +158,7 @@ def _attempt(session, url, part, *, size, timeout, bar) -> tuple[str, bool]:
 
 def _receive(r, part, offset, hasher, size, bar) -> str:
     length = r.headers.get("Content-Length", "")
-    total = offset + int(length) if length.isdigit() else size
+    total = offset + int(length) if length.isascii() and length.isdigit() else size
     received = offset
     with open(part, "ab" if offset else "wb") as f, tqdm(
         total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, **bar
@@ -172,7 +172,7 @@ def _receive(r, part, offset, hasher, size, bar) -> str:
                 progress.update(len(chunk))
         except (urllib3.exceptions.HTTPError, requests.RequestException) as e:
             raise _Retry(f"{_reason(e, None)} after {received} of {total or '?'} bytes") from None
-    if length.isdigit() and received < total:
+    if length.isascii() and length.isdigit() and received < total:
         raise _Retry(f"the connection closed after {received} of {total} bytes")
     return hasher.hexdigest()
 

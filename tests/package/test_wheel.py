@@ -490,6 +490,10 @@ def test_source_date_epoch_comes_from_the_pinned_date_unless_given():
     assert source_date_epoch({"date": "1970-01-02"}, environ={}) == ZIP_EPOCH
     with pytest.raises(ConfigurationError, match="SOURCE_DATE_EPOCH='yesterday'"):
         source_date_epoch({}, environ={"SOURCE_DATE_EPOCH": "yesterday"})
+    # hostile values: a digit str.isdigit() accepts but int() does not, past the zip's last time, huge
+    for value in ("\u00b2", "1e20", "4354819200", "9" * 400):
+        with pytest.raises(ConfigurationError, match="SOURCE_DATE_EPOCH="):
+            source_date_epoch({}, environ={"SOURCE_DATE_EPOCH": value})
 
 
 def sbom_of(path: Path) -> tuple[dict, "verify.CheckResult"]:

@@ -347,6 +347,7 @@ def test_gfx_names_from_kfd_numbers():
     assert [d.gfx_name(v) for v in (110000, 100300, 100301, 90010, 110501, 90012)] == \
         ["gfx1100", "gfx1030", "gfx1031", "gfx90a", "gfx1151", "gfx90c"]
     assert d.override_target("10.3.0") == "gfx1030" and d.override_target("11.0") is None
+    assert d.override_target("\u00b2.0.0") is None      # a digit to str.isdigit(), not to int()
     # Every override in the builder's table names a target the same table knows.
     table = project.target_table_for_runtime()
     for name, entry in table.items():

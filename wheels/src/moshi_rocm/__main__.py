@@ -75,7 +75,7 @@ def floor_lines(info: dict, indent: str = "") -> list:
     for old, new in sorted((floor.get("private") or {}).items()):
         versions = (floor.get("private_versions") or {}).get(new) or []
         cxx = [v for v in versions if str(v).startswith("GLIBCXX_")]
-        newest = max(cxx, key=lambda v: [int(x) for x in v.split("_")[1].split(".") if x.isdigit()]) if cxx else "?"
+        newest = max(cxx, key=lambda v: [int(x) for x in v.split("_")[1].split(".") if x.isascii() and x.isdigit()]) if cxx else "?"
         lines.append("%s%s: the build root's %s under a name of its own (up to %s)" % (indent, new, old, newest))
     return lines
 

@@ -60,7 +60,7 @@ def gfx_name(version: int) -> str:
 def override_target(value: str) -> Optional[str]:
     """HSA_OVERRIDE_GFX_VERSION "10.3.0" -> gfx1030; None if it does not parse."""
     parts = value.strip().split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         return None
     major, minor, stepping = (int(p) for p in parts)
     return gfx_name(major * 10000 + minor * 100 + stepping)
@@ -110,7 +110,7 @@ def read_gpus(sysfs: str, dev: str) -> Tuple[List[Gpu], Optional[str]]:
     """The GPU nodes of the KFD topology, in node order; and why none could be read, if so."""
     nodes_dir = os.path.join(sysfs, *TOPOLOGY)
     try:
-        nodes = sorted((n for n in os.listdir(nodes_dir) if n.isdigit()), key=int)
+        nodes = sorted((n for n in os.listdir(nodes_dir) if n.isascii() and n.isdigit()), key=int)
     except FileNotFoundError:
         return [], ("no KFD topology at %s: the amdgpu kernel driver is not loaded "
                     "(or /sys is not visible here)" % nodes_dir)
