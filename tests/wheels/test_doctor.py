@@ -131,6 +131,7 @@ GPUS = {  # gfx target -> (gfx_target_version, PCI device id)
     "gfx1201": (120001, 0x7550),   # Radeon RX 9070 XT
     "gfx1151": (110501, 0x1586),   # Radeon 8060S (Strix Halo)
     "gfx1150": (110500, 0x150E),   # Radeon 890M (Strix Point)
+    "gfx1103": (110003, 0x15BF),   # Radeon 780M (Phoenix)
 }
 # The ROCm 7.2 stack's rocBLAS kernel targets (stacks.toml): the wheels that can exist.
 KERNEL_TARGETS = ["gfx803", "gfx900", "gfx906", "gfx908", "gfx90a", "gfx942", "gfx1010", "gfx1030", "gfx1100",
@@ -460,6 +461,7 @@ def test_info_lists_the_standin_as_such(tmp_path, site):
 
 VERSION = "1.0.post0"
 TOOL_ENV_SCRIPT = """#!/bin/sh
+echo "override=${HSA_OVERRIDE_GFX_VERSION-unset}"
 echo "backend=${GGML_BACKEND_PATH-unset}"
 echo "kernels=${ROCBLAS_TENSILE_LIBPATH-unset}"
 echo "ld=${LD_LIBRARY_PATH-unset}"
@@ -740,18 +742,61 @@ def test_doctor_target_installed_but_another_gpu(tmp_path, site):
                           "pip install moshi-rocm-gfx1201")
 
 
-def test_doctor_target_needs_the_override(tmp_path, site):
+def test_doctor_target_needs_the_override_which_the_tools_set(tmp_path, site):
     install_base(site)
     install_target(site, "gfx1030")
     sysfs, dev = machine(tmp_path / "machine", ["gfx1031"])
     r = doctor(site, sysfs, dev)
-    assert r.returncode == 1
-    assert verdict(r) == ("verdict:  GPU 0 is a gfx1031: runs its gfx1030 code with HSA_OVERRIDE_GFX_VERSION=10.3.0: "
-                          "export HSA_OVERRIDE_GFX_VERSION=10.3.0")
+    assert r.returncode == 0
+    assert "setting:  HSA_OVERRIDE_GFX_VERSION=10.3.0: GPU 0 (gfx1031) runs the gfx1030 wheel's code " \
+           "(MOSHI_ROCM_NO_OVERRIDE=1 turns this off)" in r.stdout.splitlines()
+    assert verdict(r) == ("verdict:  moshi-rocm-gfx1030 fits GPU 0 (gfx1031, runs its gfx1030 code with "
+                          "HSA_OVERRIDE_GFX_VERSION=10.3.0, which the tools set themselves): run the tools with -d ROCm0")
     r = doctor(site, sysfs, dev, override="10.3.0")
     assert r.returncode == 0
     assert verdict(r) == ("verdict:  moshi-rocm-gfx1030 fits GPU 0 (gfx1031, runs its gfx1030 code with "
                           "HSA_OVERRIDE_GFX_VERSION=10.3.0 (set)): run the tools with -d ROCm0")
+
+
+# Fake KFD topologies for the automatic GPU setting (issue 22): the GPUs, the target wheels
+# installed, and what the tool gets (HSA_OVERRIDE_GFX_VERSION) and what stderr says.
+@pytest.mark.parametrize("gpus, installed, extra, override, says", [
+    # a Radeon 780M alone with the gfx1100 wheel: set, said once
+    (["gfx1103"], ["gfx1100"], {}, "11.0.0", "HSA_OVERRIDE_GFX_VERSION=11.0.0: GPU 0 (gfx1103) runs the gfx1100 "
+                                             "wheel's code (MOSHI_ROCM_NO_OVERRIDE=1 turns this off)"),
+    # 780M + RX 7900 XTX: both run gfx1100 code, so the one value fits both
+    (["gfx1103", "gfx1100"], ["gfx1100"], {}, "11.0.0", "GPU 0 (gfx1103) runs the gfx1100 wheel's code"),
+    (["gfx1100", "gfx1103"], ["gfx1100"], {}, "11.0.0", "GPU 1 (gfx1103) runs the gfx1100 wheel's code"),
+    # RX 6700 XT with the gfx1030 wheel
+    (["gfx1031"], ["gfx1030"], {}, "10.3.0", "HSA_OVERRIDE_GFX_VERSION=10.3.0: GPU 0 (gfx1031)"),
+    # two families: 780M + RX 6700 XT with the gfx1100 wheel: not set, and why
+    (["gfx1103", "gfx1031"], ["gfx1100"], {}, "unset",
+     "not setting HSA_OVERRIDE_GFX_VERSION=11.0.0 for GPU 0 (gfx1103): GPU 1 (gfx1031) would then load gfx1100 "
+     "code it cannot run; to use GPU 0, run with ROCR_VISIBLE_DEVICES=0 HSA_OVERRIDE_GFX_VERSION=11.0.0"),
+    # the user's own value is left alone, and nothing is said
+    (["gfx1103"], ["gfx1100"], {"HSA_OVERRIDE_GFX_VERSION": "11.0.2"}, "11.0.2", None),
+    # turned off
+    (["gfx1103"], ["gfx1100"], {"MOSHI_ROCM_NO_OVERRIDE": "1"}, "unset",
+     "MOSHI_ROCM_NO_OVERRIDE=1: not setting HSA_OVERRIDE_GFX_VERSION=11.0.0"),
+    # the GPU is the target itself: nothing to set or say
+    (["gfx1100"], ["gfx1100"], {}, "unset", None),
+    # no GPU: nothing
+    ([], ["gfx1100"], {}, "unset", None),
+])
+def test_the_launcher_sets_the_gpu_setting_itself(tmp_path, site, gpus, installed, extra, override, says):
+    install_base(site)
+    for t in installed:
+        install_target(site, t)
+    sysfs, dev = machine(tmp_path / "machine", gpus)
+    r = run_package(site, "fake-tool", sysfs=sysfs, dev=dev, **extra)
+    assert r.returncode == 0, r.stderr
+    seen = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert seen["override"] == override
+    lines = r.stderr.splitlines()
+    if says is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("moshi-rocm: ") and says in lines[0], lines
 
 
 def test_doctor_with_moshi_rocm_target(tmp_path, site):

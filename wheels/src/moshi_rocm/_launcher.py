@@ -34,6 +34,8 @@ RUNTIME_FILE = "_runtime.json"
 TARGET_FILE = "_target.json"
 TARGET_ENV = "MOSHI_ROCM_TARGET"        # gfx name: use this installed target wheel
 BACKEND_ENV = "GGML_BACKEND_PATH"       # ggml loads this backend besides the CPU ones next to the tool
+OVERRIDE_ENV = "HSA_OVERRIDE_GFX_VERSION"   # ROCm treats every GPU as this gfx version
+NO_OVERRIDE_ENV = "MOSHI_ROCM_NO_OVERRIDE"  # "1": the launcher never sets OVERRIDE_ENV
 DEFAULT_BACKEND = "libggml-hip.so"
 _GFX = re.compile(r"gfx[0-9]+[0-9a-f]{2}")
 # Python ignores these; an ignored signal stays ignored across exec, so the tool
@@ -253,6 +255,62 @@ def _warn(message: str) -> None:
     print("moshi-rocm: warning: %s" % message, file=sys.stderr)
 
 
+def _note(message: str) -> None:
+    print("moshi-rocm: %s" % message, file=sys.stderr)
+
+
+class Override(NamedTuple):
+    value: Optional[str]        # the HSA_OVERRIDE_GFX_VERSION the launcher sets; None: none
+    message: str                # one line for stderr ("" when there is nothing to say)
+
+
+def automatic_override(info: Mapping, target: Optional[str], environ: Mapping[str, str], gpus: Sequence) -> Override:
+    """The HSA_OVERRIDE_GFX_VERSION the tools get when the chosen target wheel's code runs on this
+    machine's GPU only as another target (the table's runs_as: a Radeon 780M, gfx1103, runs the
+    gfx1100 wheel's code as "11.0.0").
+
+    One value holds for the whole process (ROCm applies it to every GPU), so the rule is:
+      - nothing when the user set HSA_OVERRIDE_GFX_VERSION (it is theirs), MOSHI_ROCM_NO_OVERRIDE=1,
+        no target wheel is used, or no GPU needs it (each is the target itself);
+      - the target's version when some GPU runs the target through runs_as and every GPU of known
+        target either is the target or runs it (780M alone; 780M + RX 7900 XTX: both run gfx1100);
+      - nothing, said in one line, when another GPU is of another family (780M + RX 6700 XT with
+        the gfx1100 wheel): the override would make that GPU load code it cannot run."""
+    if not target or environ.get(OVERRIDE_ENV):
+        return Override(None, "")
+    table = info.get("targets") or {}
+    needing, others, version = [], [], None
+    for g in gpus:
+        if g.target is None or g.target == target:
+            continue
+        entry = table.get(g.target) or {}
+        value = entry.get("hsa_override_gfx_version")
+        if entry.get("runs_as") == target and isinstance(value, str) and _version_names(value) == target:
+            needing.append(g)
+            version = value
+        else:
+            others.append(g)
+    if not needing:
+        return Override(None, "")
+    first = needing[0]
+    if environ.get(NO_OVERRIDE_ENV) == "1":
+        return Override(None, "%s=1: not setting %s=%s, so GPU %d (%s) cannot run the %s code"
+                        % (NO_OVERRIDE_ENV, OVERRIDE_ENV, version, first.index, first.target, target))
+    if others:
+        other = others[0]
+        return Override(None, "not setting %s=%s for GPU %d (%s): GPU %d (%s) would then load %s code it cannot "
+                              "run; to use GPU %d, run with ROCR_VISIBLE_DEVICES=%d %s=%s"
+                        % (OVERRIDE_ENV, version, first.index, first.target, other.index, other.target, target,
+                           first.index, first.index, OVERRIDE_ENV, version))
+    return Override(version, "%s=%s: GPU %d (%s) runs the %s wheel's code (%s=1 turns this off)"
+                    % (OVERRIDE_ENV, version, first.index, first.target, target, NO_OVERRIDE_ENV))
+
+
+def _version_names(value: str) -> Optional[str]:
+    from .doctor import override_target
+    return override_target(value)
+
+
 def alias_device(name: str, aliases: Iterable[Sequence[str]]) -> str:
     """HIP0 -> ROCm0 (case-insensitive prefix, index kept); anything else unchanged."""
     for alias, real in aliases:
@@ -281,7 +339,7 @@ def rewrite_device_args(args: Sequence[str], flags: Iterable[str] = ("-d", "--de
 
 def tool_environment(info: Mapping, base_env: Mapping[str, str], package_dir: Path = PACKAGE_DIR,
                      selection: Optional[Selection] = None,
-                     warn: Callable[[str], None] = _warn) -> Dict[str, str]:
+                     warn: Callable[[str], None] = _warn, note: Callable[[str], None] = _note) -> Dict[str, str]:
     """The environment the tool runs with.
 
     Variables listed under "env" point at folders of the package (e.g.
@@ -294,7 +352,9 @@ def tool_environment(info: Mapping, base_env: Mapping[str, str], package_dir: Pa
     A base wheel adds the target wheel select_target() picks (with `base_env`; or
     `selection` as given): GGML_BACKEND_PATH is its backend library, its "env"
     entries are folders inside it, its "library_dirs" follow the package's in
-    LD_LIBRARY_PATH. With no target wheel, GGML_BACKEND_PATH is not set by us.
+    LD_LIBRARY_PATH. With no target wheel, GGML_BACKEND_PATH is not set by us. When the
+    chosen wheel's code runs on the machine's GPU only as another target, HSA_OVERRIDE_GFX_VERSION
+    is set too, said in one line on stderr (automatic_override() has the rule).
     """
     env = dict(base_env)
     for var, rel in info.get("env", {}).items():
@@ -307,6 +367,11 @@ def tool_environment(info: Mapping, base_env: Mapping[str, str], package_dir: Pa
             warn(message)
         target = selection.target
         if target is not None:
+            override = automatic_override(info, target.gpu_target, base_env, machine_gpus(base_env))
+            if override.value:
+                env[OVERRIDE_ENV] = override.value
+            if override.message:
+                note(override.message)
             env[BACKEND_ENV] = str(target.backend())
             for var, rel in target.info.get("env", {}).items():
                 env[var] = str(target.folder / rel)

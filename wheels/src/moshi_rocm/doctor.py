@@ -150,6 +150,7 @@ class Code(NamedTuple):
     installed: Dict[str, object]    # base wheel: gfx -> usable TargetWheel installed (chosen or not)
     ignored: Dict[str, str]         # base wheel: gfx -> why an installed target wheel cannot be used
     split: bool                     # a base wheel (the GPU code is in target wheels)
+    auto_override: Optional[str] = None   # HSA_OVERRIDE_GFX_VERSION the launcher sets for the tools
 
 
 def _distribution(info: dict, target: str) -> str:
@@ -192,6 +193,9 @@ def judge(gpu: Gpu, info: dict, override: Optional[str], code: Optional[Code] = 
                          % (OVERRIDE_ENV, override, effective, _install(info, code, effective)))
     entry = table.get(gpu.target, {})
     runs_as, version = entry.get("runs_as"), entry.get("hsa_override_gfx_version")
+    if wheel_target is not None and runs_as == wheel_target and version and version == code.auto_override:
+        return "fits", ("runs %s %s code with %s=%s, which the tools set themselves"
+                        % (code.owner, wheel_target, OVERRIDE_ENV, version))
     if wheel_target is not None and runs_as == wheel_target and version:
         return "override", ("runs %s %s code with %s=%s: export %s=%s"
                             % (code.owner, wheel_target, OVERRIDE_ENV, version, OVERRIDE_ENV, version))
@@ -281,7 +285,11 @@ def _split_header(info: dict, gpus: List[Gpu], environ, package_dir) -> Tuple[Li
         return lines, Code(None, "no target wheel", "its", installed, ignored, True), None
     subject = chosen.info.get("distribution") or _distribution(info, chosen.gpu_target)
     lines.append("tools:    use %s (%s)" % (subject, selection.reason))
-    return lines, Code(chosen.gpu_target, subject, "its", installed, ignored, True), None
+    from ._launcher import automatic_override
+    override = automatic_override(info, chosen.gpu_target, environ, gpus)
+    if override.message:
+        lines.append("setting:  %s" % override.message)
+    return lines, Code(chosen.gpu_target, subject, "its", installed, ignored, True, override.value), None
 
 
 def report(info: dict, sysfs: str, dev: str, override: Optional[str], environ=None,
