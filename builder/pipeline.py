@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -121,6 +122,9 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     tools = staging.find_tools(next(base_prefixes[s.step] for s in app.build))
     in_base = [c for r, c in zip(recipes.values(), components) if any(not s.per_target for s in r.build)]
     in_targets = [c for r, c in zip(recipes.values(), components) if any(s.per_target for s in r.build)]
+    models_doc = _model_lists(app, trees, echo)
+    if models_doc is not None:   # in the wheel key and the record: a new list is a new base wheel
+        build_info["models_digest"] = hashlib.sha256(json.dumps(models_doc, sort_keys=True).encode()).hexdigest()
     common = dict(runtime_root=runtime_root, out_dir=out_dir, version=app.version, build_number=build_number,
                   build_info=build_info, echo=echo, compile_library=environment_compiler(environment),
                   upstream=project.upstream_info(app))
@@ -128,7 +132,7 @@ def make_wheels(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: li
     try:
         made = _WheelMaker(report, runtime_root, envs_dir, echo, cache, common)
         base = made.wheel(kind="base", target=None, prefixes=base_prefixes, tools=tools, components=in_base,
-                          out_dir=base_dir)
+                          out_dir=base_dir, models=models_doc)
         paths = [base] if wheels != "targets" else []
         if wheels != "base":
             provides, base_floor = wheel.provided_by(base), wheel.floor_of(base)
@@ -157,7 +161,8 @@ class _WheelMaker:
     common: dict
 
     def wheel(self, *, kind: str, target: str | None, prefixes, tools, components, provides=(),
-              base: Path | None = None, out_dir: Path | None = None, base_floor: dict | None = None) -> Path:
+              base: Path | None = None, out_dir: Path | None = None, base_floor: dict | None = None,
+              models: dict | None = None) -> Path:
         from builder.package import wheel
         from builder.package import wheel_cache
 
@@ -174,12 +179,26 @@ class _WheelMaker:
                 return cached
         path = wheel.build_wheel(kind=kind, target=target, prefixes=prefixes, tools=tools, components=components,
                                  **({"provides": provides} if provides else {}),
-                                 **({"base_floor": base_floor} if base_floor else {}), **common)
+                                 **({"base_floor": base_floor} if base_floor else {}),
+                                 **({"models": models} if models else {}), **common)
         verify_built_wheel(path, self.report, self.runtime_root, self.envs_dir, self.echo,
                            **({"base": base} if base is not None else {}))
         if store is not None:
             store.store(label, key, inputs, path)
         return path
+
+
+def _model_lists(app, trees: dict, echo) -> dict | None:
+    """The application's model lists from its fetched source (recipe [models]), or None."""
+    if not app.model_lists or app.name not in trees:
+        return None
+    from builder.package import models
+
+    doc = models.collect(Path(trees[app.name].path), app.model_lists, dict(app.model_tools),
+                         upstream=f"{app.name} {app.commit or app.version}")
+    echo(f"model lists: {len(doc['models'])} models from {app.name}'s {', '.join(app.model_lists)}"
+         + (f"; not offered: {', '.join(f'{k} ({v})' for k, v in doc['skipped'].items())}" if doc["skipped"] else ""))
+    return doc
 
 
 def environment_compiler(environment: BuildEnvironment):

@@ -100,7 +100,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
                 build_info: Mapping | None = None, echo: Callable[[str], None] = print,
                 compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler,
                 kind: str = "single", provides: Sequence[str] = (), upstream: Mapping | None = None,
-                base_floor: Mapping | None = None) -> Path:
+                base_floor: Mapping | None = None, models: Mapping | None = None) -> Path:
     """Build, repair and check one wheel; returns the repaired wheel's path.
 
     kind:      "single" (everything for `target`), "base" (target None: the tools, all that
@@ -117,6 +117,7 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
     upstream:  the application's source (upstream_info()): name, release, commit, date, url; its
                date goes into the version, all of it into the wheel's JSON, README and URLs
     base_floor: a target wheel's base wheel's glibc floor record (floor_of()), when runtime.toml has one
+    models:    the application's model lists (package/models.py collect()): the base wheel's models.json
     """
     upstream = dict(upstream or {})
     epoch = source_date_epoch(upstream)
@@ -211,6 +212,8 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
                 info.update(target_distribution=spec.distribution, target_package=spec.target_package_for("{gpu_target}"),
                             provides=payload.provides)
         info_file.write_text(json.dumps(info, indent=2) + "\n")
+        if models and kind != "target":
+            (payload.package_dir / "models.json").write_text(json.dumps(models, indent=1, sort_keys=True) + "\n")
         (payload.root / PAYLOAD_MARKER).write_text(json.dumps(
             {"prefixes": {k: str(v) for k, v in prefixes.items()}, "runtime_root": str(runtime_root)}, indent=2))
 

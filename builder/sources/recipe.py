@@ -124,6 +124,10 @@ class Recipe:
     description: str = ""
     role: Literal["library", "application"] = "library"
     date: str | None = None           # YYYY-MM-DD: the pinned source's date (an application's wheel version)
+    # application: globs of its model download lists in the source tree, and each tool's
+    # default model folder (builder/package/models.py); shipped in the base wheel as models.json
+    model_lists: tuple[str, ...] = ()
+    model_tools: tuple[tuple[str, str], ...] = ()
 
     @property
     def commit(self) -> str | None:
@@ -219,6 +223,8 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
         description=data.get("description", ""),
         role=data.get("role", "library"),
         date=date,
+        model_lists=tuple((data.get("models") or {}).get("lists", ())),
+        model_tools=tuple(sorted(((data.get("models") or {}).get("tools") or {}).items())),
     )
 
 

@@ -1,10 +1,11 @@
-"""moshi-rocm doctor | info | selftest
-python -m moshi_rocm doctor | info | selftest | TOOL [ARGS...] | --list | --info
+"""moshi-rocm doctor | info | selftest | models
+python -m moshi_rocm doctor | info | selftest | models | TOOL [ARGS...] | --list | --info
 
   doctor    does this machine have a GPU the tools can use? (exit 0 if so); with the base
             wheel alone, which target wheel (moshi-rocm-<gfx>) to install for it
   info      versions of the bundled components, the installed target wheels, the paths
   selftest  run the bundled tools on a small job
+  models    list | download NAME... | --all | verify | path | remove: the tools' models
   TOOL      run a bundled tool (the same as its console script)
   --list    the bundled tools; --info: _runtime.json as it is
 """
@@ -19,7 +20,7 @@ import sys
 from ._launcher import (BACKEND_ENV, PACKAGE_DIR, LauncherError, console_entry, describe_selection,
                         installed_targets, is_base, runtime_info, select_target)
 
-COMMANDS = ("doctor", "info", "selftest")
+COMMANDS = ("doctor", "info", "selftest", "models")
 
 
 def _contents_lines(info: dict, indent: str = "") -> list:
@@ -137,6 +138,20 @@ def _target_lines(info: dict, package_dir, environ) -> list:
     return lines
 
 
+def model_lines(package_dir, environ=None) -> list:
+    """The model folder and the models present in it (none: the command that fetches them)."""
+    from . import models
+    try:
+        doc = models.load(package_dir)
+    except models.ModelsError:
+        return []
+    folder = models.model_folder(environ)
+    present = [n for n, m in sorted(doc["models"].items())
+               if all(models.state(folder, f) == "present" for f in m["files"])]
+    return ["models:     %s (%s)" % (folder, ", ".join(present) if present else
+                                     "none yet: moshi-rocm models list, moshi-rocm models download NAME")]
+
+
 def info_lines(info: dict, package_dir=PACKAGE_DIR, environ=None) -> list:
     """What `info` prints: the build, its paths and every bundled component with its version; for a
     base wheel, then each installed target wheel and the one the tools use."""
@@ -158,6 +173,7 @@ def info_lines(info: dict, package_dir=PACKAGE_DIR, environ=None) -> list:
     for var, rel in sorted(info.get("env", {}).items()):
         lines.append("%-11s %s (set for the tools)" % (var + ":", os.path.join(str(package_dir), rel)))
     lines.extend(sbom_lines(info, package_dir))
+    lines.extend(model_lines(package_dir, environ))
     lines.append("python:     %s (Python %s)" % (sys.executable, sys.version.split()[0]))
     lines.extend(_contents_lines(info))
     if base:
@@ -180,6 +196,9 @@ def run_command(command: str, args: list, info: dict) -> int:
     if command == "info":
         print("\n".join(info_lines(info)))
         return 0
+    if command == "models":
+        from . import models
+        return models.main(args)
     # selftest lives in its own module, imported only when asked for.
     try:
         selftest = importlib.import_module(__package__ + ".selftest")

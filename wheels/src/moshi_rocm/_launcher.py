@@ -357,6 +357,9 @@ def tool_environment(info: Mapping, base_env: Mapping[str, str], package_dir: Pa
     is set too, said in one line on stderr (automatic_override() has the rule).
     """
     env = dict(base_env)
+    if not env.get("MODEL_CACHE"):   # the one model folder `moshi-rocm models download` fills
+        from .models import model_folder
+        env["MODEL_CACHE"] = str(model_folder(base_env))
     for var, rel in info.get("env", {}).items():
         env[var] = str(Path(package_dir) / rel)
     ours = [os.path.normpath(str(Path(package_dir) / d)) for d in info.get("library_dirs", [])]
@@ -408,6 +411,10 @@ def exec_tool(tool: str, args: Sequence[str], package_dir: Path = PACKAGE_DIR) -
     """Replace this process with the tool. argv[0] is the tool's real path:
     the tools find their *-config.json files next to argv[0]."""
     exe, argv, env = prepare(tool, args, package_dir=package_dir)
+    from . import models
+    hint = models.missing_default(tool, args, env, package_dir)
+    if hint:
+        raise LauncherError(hint)
     for name in _RESET_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)

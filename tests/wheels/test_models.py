@@ -1,0 +1,257 @@
+"""moshi-rocm models (wheels/src/moshi_rocm/models.py) against a local HTTP server (127.0.0.1)
+that serves generated files with Range support and can misbehave: a 500 once, a connection
+dropped mid-file, a 404, a wrong file. HF_ENDPOINT points the lists' host at it.
+
+The build side (builder/package/models.py: model lists read from the source as hostile
+input) is tested at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from builder.errors import BuildStepError
+from builder.package import models as build_models
+from tests.wheels.test_doctor import PYTHON, install_base, machine
+
+HOST = "https://huggingface.co"
+
+
+class FlakyHandler(http.server.BaseHTTPRequestHandler):
+    """GET/HEAD with Range; server.faults: path -> list of "500" | "drop" | "404" consumed per request."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _serve(self, body: bool) -> None:
+        path = self.path.split("?")[0]
+        self.server.requests.append((self.command, path, self.headers.get("Range"), self.headers.get("Authorization")))
+        faults = self.server.faults.get(path) or []
+        fault = faults.pop(0) if faults and self.command == "GET" else None
+        data = self.server.files.get(path)
+        if data is None or fault == "404":
+            self.send_error(404)
+            return
+        if fault == "500":
+            self.send_error(500)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            start = int(rng[6:].split("-")[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if not body:
+            return
+        chunk = data[start:]
+        if fault == "drop":
+            chunk = chunk[: len(chunk) // 2]
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(chunk)
+
+    def do_GET(self) -> None:
+        self._serve(True)
+
+    def do_HEAD(self) -> None:
+        self._serve(False)
+
+
+@pytest.fixture
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
+    srv.files, srv.faults, srv.requests = {}, {}, []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    srv.endpoint = "http://127.0.0.1:%d" % srv.server_address[1]
+    yield srv
+    srv.shutdown()
+
+
+def entry(server, out: str, data: bytes, digest: str | None = None) -> dict:
+    path = "/Org/repo/resolve/abc/" + out.split("/")[-1]
+    server.files[path] = data
+    return {"url": HOST + path, "out": out, "algorithm": "sha256",
+            "digest": digest or hashlib.sha256(data).hexdigest()}
+
+
+class Site(type(Path())):
+    """The site folder, with the models.json it holds."""
+
+    def __new__(cls, path, doc):
+        self = super().__new__(cls, path)
+        self.doc = doc
+        return self
+
+    def __init__(self, path, doc):    # Python 3.12+ passes the arguments to __init__ too
+        try:
+            super().__init__(path)
+        except TypeError:
+            pass
+
+
+@pytest.fixture
+def site(tmp_path, server):
+    """A base package with a models.json of two models sharing one file."""
+    site = tmp_path / "site"
+    pkg = install_base(site)
+    common = entry(server, "Org/common/tokenizer.model", os.urandom(50_000))
+    tts = entry(server, "Org/tts-GGUF/model.gguf", os.urandom(3_000_000))
+    stt = entry(server, "Org/stt-GGUF/stt.gguf", os.urandom(200_000))
+    doc = {"schema": 1, "source": "test", "skipped": {},
+           "models": {"tts": {"list": "Org_tts-GGUF.txt", "files": [tts, common]},
+                      "stt": {"list": "Org_stt-GGUF.txt", "files": [stt, common]}},
+           "tools": {"fake-tool": {"folder": "Org/tts-GGUF", "model": "tts"}}}
+    (pkg / "models.json").write_text(json.dumps(doc))
+    return Site(site, doc)
+
+
+def run_models(site: Path, cache: Path, server, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(site), "MODEL_CACHE": str(cache),
+           "HF_ENDPOINT": server.endpoint, **extra}
+    r = subprocess.run([PYTHON, "-m", "moshi_rocm", "models", *args], env=env, capture_output=True, text=True,
+                       timeout=120, cwd="/")
+    print(r.stdout, r.stderr)
+    return r
+
+
+def test_download_resumes_retries_and_checks_then_list_and_verify(site, server, tmp_path):
+    cache = tmp_path / "cache"
+    big = "/Org/repo/resolve/abc/model.gguf"
+    server.faults[big] = ["drop", "500"]          # half the file, then a server error, then the rest
+    r = run_models(site, cache, server, "download", "tts", HF_TOKEN="secret")
+    assert r.returncode == 0, r.stderr
+    for f in site.doc["models"]["tts"]["files"]:
+        assert hashlib.sha256((cache / f["out"]).read_bytes()).hexdigest() == f["digest"]
+        assert not (cache / (f["out"] + ".part")).exists()
+    gets = [q for q in server.requests if q[0] == "GET" and q[1] == big]
+    assert gets[0][2] is None and gets[-1][2] == "bytes=1500000-"      # resumed where the drop left it
+    assert all(q[3] == "Bearer secret" for q in server.requests)        # HF_TOKEN to the models' host
+    listed = run_models(site, cache, server, "list").stdout
+    assert "tts                          present  2 files (the default of fake-tool)" in listed
+    assert "stt                          partial  2 files" in listed     # its tokenizer is shared
+    assert run_models(site, cache, server, "verify", "tts").returncode == 0
+    (cache / "Org/tts-GGUF/model.gguf").write_bytes(b"corrupt")
+    bad = run_models(site, cache, server, "verify")
+    assert bad.returncode == 3 and "BAD  Org/tts-GGUF/model.gguf" in bad.stdout
+
+
+def test_a_checksum_mismatch_removes_the_file_and_says_so(site, server, tmp_path):
+    cache = tmp_path / "cache"
+    server.files["/Org/repo/resolve/abc/stt.gguf"] = b"not what the list says"
+    r = run_models(site, cache, server, "download", "stt")
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines()[-1].startswith("moshi-rocm models: Org/stt-GGUF/stt.gguf: checksum mismatch")
+    assert not (cache / "Org/stt-GGUF/stt.gguf").exists() and not (cache / "Org/stt-GGUF/stt.gguf.part").exists()
+
+
+@pytest.mark.parametrize("fault, code, says", [
+    (["404"], 4, "HTTP 404"),
+    (["500"] * 9, 4, "HTTP 500"),
+])
+def test_server_errors_end_in_one_line(site, server, tmp_path, fault, code, says):
+    server.faults["/Org/repo/resolve/abc/stt.gguf"] = list(fault)
+    r = run_models(site, tmp_path / "cache", server, "download", "stt")
+    assert r.returncode == code and says in r.stderr.strip().splitlines()[-1]
+
+
+def test_unknown_model_lists_the_names(site, server, tmp_path):
+    r = run_models(site, tmp_path / "cache", server, "download", "nope")
+    assert r.returncode == 2 and r.stderr.strip() == "moshi-rocm models: unknown model 'nope': the models are stt, tts"
+
+
+def test_offline_refuses_and_an_unwritable_folder_is_one_line(site, server, tmp_path):
+    r = run_models(site, tmp_path / "cache", server, "download", "stt", MOSHI_ROCM_OFFLINE="1")
+    assert r.returncode == 7 and "offline" in r.stderr and server.requests == []
+    if os.geteuid() != 0:       # root writes everywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        r = run_models(site, locked / "models", server, "download", "stt")
+        assert r.returncode == 6 and "cannot write in the model folder" in r.stderr
+
+
+def test_a_hostile_entry_in_the_wheels_list_is_refused(site, server, tmp_path):
+    doc = json.loads((site / "moshi_rocm" / "models.json").read_text())
+    doc["models"]["stt"]["files"][0]["out"] = "../../escape"
+    (site / "moshi_rocm" / "models.json").write_text(json.dumps(doc))
+    r = run_models(site, tmp_path / "cache", server, "download", "stt")
+    assert r.returncode == 2 and "refusing the list entry" in r.stderr
+    assert not (tmp_path / "escape").exists()
+
+
+def test_remove_keeps_files_another_model_shares_and_path_prints_the_folder(site, server, tmp_path):
+    cache = tmp_path / "cache"
+    assert run_models(site, cache, server, "download", "--all").returncode == 0
+    assert run_models(site, cache, server, "remove", "tts").returncode == 0
+    assert not (cache / "Org/tts-GGUF/model.gguf").exists() and (cache / "Org/common/tokenizer.model").exists()
+    assert run_models(site, cache, server, "path").stdout.strip() == str(cache)
+
+
+def test_the_launcher_exports_model_cache_and_names_a_missing_default_model(site, server, tmp_path):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(site), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    r = subprocess.run([PYTHON, "-m", "moshi_rocm", "fake-tool"], env=env, capture_output=True, text=True, cwd="/")
+    assert r.returncode == 127
+    assert r.stderr.strip() == ("fake-tool: fake-tool's default model Org/tts-GGUF is not in %s: "
+                                "moshi-rocm models download tts" % (tmp_path / "xdg" / "moshi-rocm" / "models"))
+    # a model named on the command line skips the check
+    r = subprocess.run([PYTHON, "-m", "moshi_rocm", "fake-tool", "-m", "x"], env=env, capture_output=True, text=True,
+                       cwd="/")
+    assert r.returncode == 0
+    # downloaded: the tool starts, and finds the folder through MODEL_CACHE
+    assert run_models(site, tmp_path / "xdg" / "moshi-rocm" / "models", server, "download", "tts").returncode == 0
+    tool = site / "moshi_rocm" / "bin" / "fake-tool"
+    tool.write_text('#!/bin/sh\necho "cache=$MODEL_CACHE"\n')
+    r = subprocess.run([PYTHON, "-m", "moshi_rocm", "fake-tool"], env=env, capture_output=True, text=True, cwd="/")
+    assert r.returncode == 0 and r.stdout.strip() == "cache=%s" % (tmp_path / "xdg" / "moshi-rocm" / "models")
+
+
+# --------------------------------------------------------------------------- the build side
+
+LIST = """https://huggingface.co/Org/tts-GGUF/resolve/abc/model.gguf
+ out=Org/tts-GGUF/model.gguf
+ checksum=sha-256={digest}
+ allow-overwrite=false
+"""
+
+
+def test_the_build_reads_the_lists_and_names_the_models(tmp_path):
+    tools = tmp_path / "src" / "tools"
+    tools.mkdir(parents=True)
+    (tools / "Org_tts-GGUF.txt").write_text(LIST.format(digest="a" * 64))
+    (tools / "CMakeLists.txt").write_text("project(x)\n")
+    doc = build_models.collect(tmp_path / "src", ["tools/*_*.txt"], {"moshi-tts": "Org/tts-GGUF"}, "app 1")
+    assert list(doc["models"]) == ["tts"] and doc["tools"] == {"moshi-tts": {"folder": "Org/tts-GGUF", "model": "tts"}}
+    with pytest.raises(BuildStepError, match="moshi-stt's default model Org/stt-GGUF is in none of the model lists"):
+        build_models.collect(tmp_path / "src", ["tools/*_*.txt"], {"moshi-stt": "Org/stt-GGUF"})
+
+
+@pytest.mark.parametrize("out", ["../../etc/passwd", "/etc/passwd", "Org/../../x", "Org\\..\\x", "Org//x", "./x"])
+def test_the_build_refuses_a_list_entry_that_leaves_the_model_folder(tmp_path, out):
+    text = LIST.format(digest="a" * 64).replace("out=Org/tts-GGUF/model.gguf", "out=" + out)
+    with pytest.raises(BuildStepError, match=r"line 2: out=.* is not a plain relative path inside the model folder"):
+        build_models.parse_list(text, "Org_tts-GGUF.txt")
+
+
+def test_the_build_refuses_a_bad_url_or_checksum(tmp_path):
+    with pytest.raises(BuildStepError, match="is not an https URL"):
+        build_models.parse_list("http://example.com/x\n out=a\n", "l.txt")
+    with pytest.raises(BuildStepError, match="is not sha-256="):
+        build_models.parse_list(LIST.format(digest="zz"), "l.txt")
