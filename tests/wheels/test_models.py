@@ -208,13 +208,13 @@ def test_remove_keeps_files_another_model_shares_and_path_prints_the_folder(site
 def test_the_launcher_exports_model_cache_and_names_a_missing_default_model(site, server, tmp_path):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(site), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     r = subprocess.run([PYTHON, "-m", "moshi_rocm", "fake-tool"], env=env, capture_output=True, text=True, cwd="/")
-    assert r.returncode == 127
-    assert r.stderr.strip() == ("fake-tool: fake-tool's default model Org/tts-GGUF is not in %s: "
+    assert r.returncode == 0      # said before the tool starts, not enforced (the tools look elsewhere too)
+    assert r.stderr.strip() == ("moshi-rocm: fake-tool's default model Org/tts-GGUF is not in %s: "
                                 "moshi-rocm models download tts" % (tmp_path / "xdg" / "moshi-rocm" / "models"))
     # a model named on the command line skips the check
     r = subprocess.run([PYTHON, "-m", "moshi_rocm", "fake-tool", "-m", "x"], env=env, capture_output=True, text=True,
                        cwd="/")
-    assert r.returncode == 0
+    assert r.returncode == 0 and r.stderr == ""
     # downloaded: the tool starts, and finds the folder through MODEL_CACHE
     assert run_models(site, tmp_path / "xdg" / "moshi-rocm" / "models", server, "download", "tts").returncode == 0
     tool = site / "moshi_rocm" / "bin" / "fake-tool"

@@ -413,8 +413,8 @@ def exec_tool(tool: str, args: Sequence[str], package_dir: Path = PACKAGE_DIR) -
     exe, argv, env = prepare(tool, args, package_dir=package_dir)
     from . import models
     hint = models.missing_default(tool, args, env, package_dir)
-    if hint:
-        raise LauncherError(hint)
+    if hint:   # said, not enforced: the tools also find models elsewhere (kyutai/ folders, -r in a config)
+        _note(hint)
     for name in _RESET_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)

@@ -374,8 +374,8 @@ def list_models(doc: dict, folder: Path, stream=sys.stdout) -> int:
 
 def missing_default(tool: str, args: Sequence[str], environ, package_dir: Path = PACKAGE_DIR) -> Optional[str]:
     """Why `tool` will not find its default model (and which command fetches it), or None."""
-    if any(a in ("-m", "--model", "-r", "--model-root", "-h", "--help") or a.startswith(("--model=", "--model-root="))
-           for a in args):
+    if any(a in ("-m", "--model", "-r", "--model-root", "-h", "--help", "-l", "--list")
+           or a.startswith(("--model=", "--model-root=")) for a in args):
         return None
     try:
         doc = load(package_dir)
