@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from builder.check import verify
-from builder.package import rules, wheel
-from builder.package.rules import parse_runtime_spec
+from builder.package import rules
 from tests.helpers.elf import HAVE_GCC
-from tests.package.test_pair import GPU, RULES
+from tests.package.test_pair import RULES, build_pair
 
 pytestmark = pytest.mark.skipif(not HAVE_GCC, reason="needs gcc")
 FLOOR = rules.load_runtime_spec().glibc_floor
@@ -29,29 +28,8 @@ FLOOR_RULES = {**RULES, "glibc_floor": {**{k: v for k, v in FLOOR.to_json().item
 
 @pytest.fixture(scope="module")
 def floor_pair(tmp_path_factory):
-    from tests.helpers.elf import gcc
-    from tests.helpers.payload import make_tiny_inputs
-
-    d = tmp_path_factory.mktemp("floor-pair")
-    tiny = make_tiny_inputs(d)
-    shared = tiny.root.library("libshared.so.1", "int shared(void) { return 20; }\n")
-    tiny.root.package("libshared1", "1.0-1", [shared, shared.with_name("libshared.so.1.0.0")])
-    gpuonly = tiny.root.library("libgpuonly.so.1", "int shared(void);\nint gpuonly(void) { return 300 + shared(); }\n",
-                                libs=(shared,))
-    tiny.root.package("libgpuonly1", "5.0-1", [gpuonly, gpuonly.with_name("libgpuonly.so.1.0.0")])
-    gpu_prefix = d / "gpu-prefix"
-    gcc(gpu_prefix / "lib" / "libtiny-gpu.so", GPU, soname="libtiny-gpu.so", rpath=None,
-        libs=(tiny.prefix / "lib" / "libtiny-core.so", shared, gpuonly), src_path=d / "gpu-src" / "gpu.c")
-    spec = parse_runtime_spec(FLOOR_RULES, "tiny-runtime.toml")
-    common = dict(runtime_root=tiny.root.path, out_dir=d / "wheelhouse", version="1.0", build_number=2, spec=spec,
-                  build_info={"stack": "test"}, echo=print)
-    comps = [("tiny", "1.0", "MIT", [tiny.license])]
-    base = wheel.build_wheel(kind="base", target=None, prefixes=tiny.prefixes, tools=["tiny-tool"],
-                             components=comps, **common)
-    target = wheel.build_wheel(kind="target", target="gfx1100", prefixes={"gpu": gpu_prefix}, tools=[],
-                               components=comps, provides=wheel.provided_by(base),
-                               base_floor=wheel.floor_of(base), **common)
-    return base, target, spec
+    base, target, tiny = build_pair(tmp_path_factory.mktemp("floor-pair"), FLOOR_RULES)
+    return base, target, tiny.common["spec"]
 
 
 def results(path: Path, spec, **kw) -> dict:

@@ -31,28 +31,38 @@ RULES = {**RUNTIME_RULES, "wheel": {**RUNTIME_RULES["wheel"], "base_distribution
 GPU = "int core(void); int shared(void); int gpuonly(void);\nint gpu(void) { return core() + shared() + gpuonly(); }\n"
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pair")
+def tiny_pair_inputs(d: Path):
+    """The tiny inputs with the pair's shared runtime, target-only library and per-target prefix."""
     tiny = make_tiny_inputs(d)
     shared = tiny.root.library("libshared.so.1", "int shared(void) { return 20; }\n")
     tiny.root.package("libshared1", "1.0-1", [shared, shared.with_name("libshared.so.1.0.0")])
     gpuonly = tiny.root.library("libgpuonly.so.1", "int shared(void);\nint gpuonly(void) { return 300 + shared(); }\n",
                                 libs=(shared,))
     tiny.root.package("libgpuonly1", "5.0-1", [gpuonly, gpuonly.with_name("libgpuonly.so.1.0.0")])
-    gpu_prefix = d / "gpu-prefix"
-    gcc(gpu_prefix / "lib" / "libtiny-gpu.so", GPU, soname="libtiny-gpu.so", rpath=None,
+    tiny.gpu_prefix = d / "gpu-prefix"
+    gcc(tiny.gpu_prefix / "lib" / "libtiny-gpu.so", GPU, soname="libtiny-gpu.so", rpath=None,
         libs=(tiny.prefix / "lib" / "libtiny-core.so", shared, gpuonly), src_path=d / "gpu-src" / "gpu.c")
-    spec = parse_runtime_spec(RULES, "tiny-runtime.toml")
-    common = dict(runtime_root=tiny.root.path, out_dir=d / "wheelhouse", version="1.0", build_number=2, spec=spec,
-                  build_info={"stack": "test"}, echo=print)
+    return tiny
+
+
+def build_pair(d: Path, rules: dict):
+    """(base wheel, target wheel, tiny inputs) built with the runtime rules `rules`."""
+    tiny = tiny_pair_inputs(d)
+    spec = parse_runtime_spec(rules, "tiny-runtime.toml")
+    tiny.common = dict(runtime_root=tiny.root.path, out_dir=d / "wheelhouse", version="1.0", build_number=2,
+                       spec=spec, build_info={"stack": "test"}, echo=print)
+    comps = [("tiny", "1.0", "MIT", [tiny.license])]
     base = wheel.build_wheel(kind="base", target=None, prefixes=tiny.prefixes, tools=["tiny-tool"],
-                             components=[("tiny", "1.0", "MIT", [tiny.license])], **common)
-    target = wheel.build_wheel(kind="target", target="gfx1100", prefixes={"gpu": gpu_prefix}, tools=[],
-                               components=[("tiny", "1.0", "MIT", [tiny.license])],
-                               provides=wheel.provided_by(base), **common)
-    tiny.gpu_prefix, tiny.common = gpu_prefix, common
+                             components=comps, **tiny.common)
+    target = wheel.build_wheel(kind="target", target="gfx1100", prefixes={"gpu": tiny.gpu_prefix}, tools=[],
+                               components=comps, provides=wheel.provided_by(base),
+                               **({"base_floor": wheel.floor_of(base)} if spec.glibc_floor else {}), **tiny.common)
     return base, target, tiny
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return build_pair(tmp_path_factory.mktemp("pair"), RULES)
 
 
 def test_a_second_build_of_the_pair_gives_the_same_bytes(pair, tmp_path):
