@@ -250,10 +250,9 @@ class CompatPlan:
         """How many names the library defines, per version of the new glibc they stand for."""
         out: dict[str, int] = {}
         for name in self.defines:
-            for need in self.needed_from.get(name, []):
-                v = need.rsplit("(", 1)[-1].rstrip(")")
-                out[v] = out.get(v, 0) + 1
-                break
+            needs = self.needed_from.get(name) or []
+            v = needs[0].rsplit("(", 1)[-1].rstrip(")") if needs else self.written.get(name, "")
+            out[v] = out.get(v, 0) + 1      # a name another one requires counts at that one's version
         return dict(sorted(out.items(), key=lambda kv: version_key(kv[0]) or ()))
 
 
