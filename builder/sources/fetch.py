@@ -316,7 +316,7 @@ def _fetch_git_locked(source: GitSource, component: str, repo: Path, opts: Fetch
     for mirror in opts.mirrors:
         mgit = _mirror_git_dir(Path(mirror), source)
         if mgit and _has_commit(mgit, source.commit):
-            res = _git("--git-dir", str(repo), "fetch", "-q", str(mgit), source.commit)
+            res = _git("--git-dir", str(repo), "fetch", "-q", "--", str(mgit), source.commit)
             if res.returncode == 0 and _has_commit(repo, source.commit):
                 return repo, f"mirror {mgit}"
     if opts.offline:
@@ -324,7 +324,8 @@ def _fetch_git_locked(source: GitSource, component: str, repo: Path, opts: Fetch
             f"{component}: commit {source.commit} is neither cached nor in a mirror and --offline forbids "
             f"the network; add a --mirror holding {source.repo_name}.git or give --source {component}=DIR"
         )
-    res = _git("--git-dir", str(repo), "fetch", "-q", "--depth", "1", source.url, source.commit)
+    # "--": a URL is never read as an option (--upload-pack=... runs a command)
+    res = _git("--git-dir", str(repo), "fetch", "-q", "--depth", "1", "--", source.url, source.commit)
     if res.returncode or not _has_commit(repo, source.commit):
         raise DownloadError(
             f"{component}: could not fetch commit {source.commit} from {source.url} "

@@ -193,3 +193,25 @@ def test_an_application_needs_a_date(tmp_path):
         load_recipe(with_top(tmp_path, 'role = "application"'))
     recipe = load_recipe(with_top(tmp_path, 'role = "application"\ndate = "2026-02-18"'))
     assert recipe.date == "2026-02-18" and recipe.commit is None  # an archive source has no commit
+
+
+@pytest.mark.parametrize("url", ["--upload-pack=touch /tmp/pwned", "-u touch", "ext::sh -c touch% /tmp/pwned",
+                                 "https://example.com/x y"])
+def test_a_git_url_that_is_an_option_or_a_command_is_refused(tmp_path, url):
+    """Issue 24, item 1: git would read "--upload-pack=..." as an option (fetch also passes "--")."""
+    path = tmp_path / "demo.toml"
+    path.write_text(f'''schema_version = 1
+name = "demo"
+version = "1.0"
+license = "MIT"
+license_files = ["LICENSE"]
+[source]
+kind = "git"
+url = "{url}"
+commit = "{'0' * 40}"
+[[build]]
+step = "demo"
+system = "cmake"
+''')
+    with pytest.raises(RecipeError, match="source.url"):
+        load_recipe(path)
