@@ -21,10 +21,11 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "M
 
 def parse_size(text: str) -> int:
     """'100MB', '95 MiB', '2GB' or a byte count -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    m = re.fullmatch(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([A-Za-z]{0,3})\s*", str(text)[:64])
     unit = m and m.group(2).upper()
-    if not m or unit not in _UNITS or float(m.group(1)) <= 0:
-        raise ConfigurationError(f"size {text!r}: give a number with B, KB, MB, GB, KiB, MiB or GiB, e.g. 100MB")
+    if not m or unit not in _UNITS or float(m.group(1)) <= 0:   # at most 15 digits: no float overflow
+        raise ConfigurationError(f"size {str(text)[:40]!r}: give a number (up to 15 digits) with B, KB, MB, GB, "
+                                 "KiB, MiB or GiB, e.g. 100MB")
     return int(float(m.group(1)) * _UNITS[unit])
 
 

@@ -159,7 +159,7 @@ def test_parse_size(text, size):
     assert checks.parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "MB", "-1MB", "100 parsecs", "0"])
+@pytest.mark.parametrize("text", ["", "MB", "-1MB", "100 parsecs", "0", "9" * 400 + "MB", "\u00b9MB"])
 def test_parse_size_refuses(text):
     with pytest.raises(ConfigurationError):
         checks.parse_size(text)
