@@ -94,8 +94,9 @@ _RATIO_FROM = 1 << 20          # members smaller than this are not judged by the
 _CHUNK = 1 << 22
 _RECORD_HASHES = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"})
 # What zipfile raises for bytes that are not a (whole) zip archive.
+# RuntimeError: a member flagged as encrypted ("File ... is encrypted, password required").
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, struct.error,
-               ValueError, OverflowError, UnicodeDecodeError)
+               ValueError, OverflowError, UnicodeDecodeError, RuntimeError)
 
 
 def unsafe_name(name: str) -> str | None:

@@ -103,7 +103,8 @@ def read_distribution(path: Path) -> Distribution:
             requires_python, requires = None, ()
     except (InvalidWheelFilename, InvalidSdistFilename) as e:
         raise ConfigurationError(f"{shorten(path)}: {shorten(e)}; rename or remove it") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as e:
+        # RuntimeError: a member flagged as encrypted
         raise ConfigurationError(f"{path}: not a readable zip file ({shorten(e)}); rebuild or remove it") from None
     return Distribution(path=path, project=canonicalize_name(name), version=str(version),
                         sha256=sha256_file(path), requires_python=requires_python, requires=requires)

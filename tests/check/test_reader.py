@@ -129,7 +129,19 @@ def good_zip_bytes() -> bytes:
     return buf.getvalue()
 
 
+def encrypted(data: bytes) -> bytes:
+    """The zip with every member flagged as encrypted (general purpose bit 0), local and central headers."""
+    out = bytearray(data)
+    for magic, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        pos = out.find(magic)
+        while pos >= 0:
+            out[pos + at] |= 1
+            pos = out.find(magic, pos + 4)
+    return bytes(out)
+
+
 NOT_WHEELS = {
+    "encrypted members": (WHEEL_NAME, encrypted(good_zip_bytes())),
     "not a zip": (WHEEL_NAME, b"this is a text file, not a zip archive\n"),
     "empty": (WHEEL_NAME, b""),
     "truncated": (WHEEL_NAME, good_zip_bytes()[:150]),

@@ -351,6 +351,21 @@ def test_metadata_that_is_not_utf8_is_a_usage_error(tmp_path, capsys):
     assert "METADATA is not UTF-8" in err and "Traceback" not in err
 
 
+def test_an_encrypted_metadata_member_is_a_usage_error(tmp_path, capsys):
+    """Issue 24, item 9: zipfile raises RuntimeError for a member flagged as encrypted."""
+    from tests.check.test_reader import encrypted
+
+    house = tmp_path / "wh"
+    house.mkdir()
+    path = house / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("demo-1.0.dist-info/METADATA", "Name: demo\n")
+    path.write_bytes(encrypted(path.read_bytes()))
+    assert exit_code(["index", str(house), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable zip file" in err and "encrypted" in err and "Traceback" not in err
+
+
 def test_a_full_disk_while_writing_the_index_is_exit_12(wheelhouse, tmp_path, capsys, monkeypatch):
     import errno
 
