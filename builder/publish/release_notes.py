@@ -14,6 +14,7 @@ from builder.errors import ConfigurationError
 from builder.package.project import provenance_line
 
 INFO_FILES = ("_runtime.json", "_target.json")
+MAX_INFO_BYTES = 4 << 20        # ours are a few tens of KB
 
 
 def wheel_info(path: Path) -> dict:
@@ -24,9 +25,24 @@ def wheel_info(path: Path) -> dict:
             if len(names) != 1:
                 raise ConfigurationError(f"{path.name}: expected one <package>/_runtime.json or _target.json, "
                                          f"found {len(names)}: not a moshi-build wheel")
-            return json.loads(zf.read(names[0]))
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+            if zf.getinfo(names[0]).file_size > MAX_INFO_BYTES:
+                raise ConfigurationError(f"{path.name}: its {names[0]} claims {zf.getinfo(names[0]).file_size} bytes; "
+                                         "not a moshi-build wheel")
+            with zf.open(names[0]) as f:
+                info = json.loads(f.read(MAX_INFO_BYTES + 1))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, RuntimeError, NotImplementedError,
+            ValueError, EOFError) as e:
         raise ConfigurationError(f"{path.name}: cannot read its wheel JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ConfigurationError(f"{path.name}: its {names[0]} is {type(info).__name__}, not a JSON object: "
+                                 "not a moshi-build wheel")
+    return info
+
+
+def _records(info: dict, key: str) -> list[dict]:
+    """A list of objects of the wheel JSON (hostile: anything else counts as empty)."""
+    value = info.get(key)
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _wheels(wheelhouse: Path) -> list[Path]:
@@ -51,18 +67,20 @@ def release_notes(wheelhouse: Path) -> str:
         except InvalidWheelFilename as e:
             raise ConfigurationError(f"{path.name}: {e}") from None
         info = wheel_info(path)
-        dist = info.get("distribution") or str(name)
-        kind = info.get("kind") or "single"
+        dist = str(info.get("distribution") or name)
+        kind = str(info.get("kind") or "single")
         label = f"{kind} ({info['gpu_target']})" if info.get("gpu_target") else kind
         rows.append((dist, str(version), label, path.stat().st_size, path.name))
         if str(version) not in versions:
             versions.append(str(version))
-        line = provenance_line(info.get("upstream") or {}, (info.get("build") or {}).get("rocm_stack"))
+        upstream = info.get("upstream") if isinstance(info.get("upstream"), dict) else {}
+        build = info.get("build") if isinstance(info.get("build"), dict) else {}
+        line = provenance_line(upstream, build.get("rocm_stack"))
         if line and line not in built_from:
             built_from.append(line)
-        for c in info.get("components", []):
+        for c in _records(info, "components"):
             components.setdefault((c.get("name"), c.get("version"), c.get("license")), []).append(dist)
-        for p in info.get("system_packages", []):
+        for p in _records(info, "system_packages"):
             packages.setdefault((p.get("package"), p.get("version"), p.get("license")), []).append(dist)
 
     out = [f"# moshi-rocm {', '.join(versions)}", ""]

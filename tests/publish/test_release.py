@@ -151,6 +151,21 @@ def test_release_notes_refuse_a_foreign_wheel(tmp_path):
         release_notes.release_notes(empty)
 
 
+@pytest.mark.parametrize("document", ["[]", "null", '"text"', '{"kind": "base", "components": 5}',
+                                      '{"kind": "base", "components": [5, null], "system_packages": "x", "upstream": 3}'])
+def test_release_notes_of_a_hostile_wheel_json_are_one_line_or_skip_it(tmp_path, document):
+    """Issue 24, item 10: no traceback on a _runtime.json that is not what we write."""
+    path = tmp_path / "moshi_rocm-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("moshi_rocm/_runtime.json", document)
+    try:
+        text = release_notes.release_notes(tmp_path)
+    except ConfigurationError as e:
+        assert "not a JSON object" in str(e) and "\n" not in str(e)
+    else:
+        assert text.startswith("# moshi-rocm 1.0")
+
+
 # --------------------------------------------------------------------------- publish-check
 
 @pytest.mark.parametrize("text, size", [("100MB", 100_000_000), ("95 MiB", 95 * 2**20), ("1.5GB", 1_500_000_000),
