@@ -239,6 +239,9 @@ def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, envs
                                      f"`moshi-build verify {rejected}` repeats the checks")
 
 
+REPRODUCE_MARKER = ".moshi-build-reproduce"
+
+
 def check_reproducible(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
                        environment: BuildEnvironment, made: list[Path], build_number: int = 0,
                        envs_dir: Path | None = None, echo=print, wheels: str = "all"):
@@ -251,8 +254,16 @@ def check_reproducible(recipes: dict[str, Recipe], report: BuildReport, gpu_targ
 
     out_dir = Path(made[0]).parent
     second_dir = out_dir / "reproduce"
-    if second_dir.exists():
+    marker = second_dir / REPRODUCE_MARKER
+    if second_dir.exists() or second_dir.is_symlink():
+        # only a folder this command made (its marker inside, nothing else but what it writes) is replaced
+        if second_dir.is_symlink() or not marker.is_file():
+            from builder.errors import ConfigurationError
+            raise ConfigurationError(f"{second_dir} exists and was not made by --check-reproducible; move it away "
+                                     "or choose another --out")
         shutil.rmtree(second_dir)
+    second_dir.mkdir(parents=True)
+    marker.write_text("made by moshi-build --check-reproducible: the second build of the wheels beside it\n")
     echo(f"building the wheels a second time into {second_dir} (the wheel cache unused)")
     again = make_wheels(recipes, report, gpu_targets, environment, second_dir, build_number=build_number,
                         envs_dir=envs_dir, echo=echo, wheels=wheels, cache=None)

@@ -489,3 +489,21 @@ def test_broken_bundling_is_caught_by_verify_and_by_the_installed_app(sabotage, 
     finally:
         venv.remove()
         shutil.rmtree(venv.host_path(Path("/tmp") / f"sabotage-{os.getpid()}"), ignore_errors=True)
+
+
+def test_check_reproducible_never_deletes_a_reproduce_folder_it_did_not_make(tmp_path):
+    """Issue 24, item 5: OUT/reproduce with the user's files in it is refused and kept."""
+    from builder.errors import ConfigurationError
+
+    (tmp_path / "reproduce").mkdir()
+    (tmp_path / "reproduce" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigurationError, match="was not made by --check-reproducible"):
+        pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
+    assert (tmp_path / "reproduce" / "notes.txt").read_text() == "mine"
+    (tmp_path / "reproduce" / "notes.txt").unlink()
+    (tmp_path / "reproduce").rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "reproduce").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigurationError):
+        pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
+    assert (tmp_path / "elsewhere").is_dir()
