@@ -222,12 +222,21 @@ def fetch_file(source: ArchiveSource | PypiSource | DebianSource, component: str
 
 
 def _fetch_file_locked(source, component: str, cached: Path, opts: FetchOptions) -> tuple[Path, str]:
+    bad: list[Exception] = []
     for mirror in opts.mirrors:
-        candidate = _from_mirror(mirror, source, component)
+        try:
+            candidate = _from_mirror(mirror, source, component)
+        except (ChecksumMismatchError, ConfigurationError, FileAccessError) as e:
+            # a bad or unreadable copy: the next mirror, or the network, may hold a good one
+            bad.append(e)
+            _echo(f"warning: {e}; trying the next source")
+            continue
         if candidate is not None:
             _copy_into_cache(candidate, cached, source.sha256)
             return cached, f"mirror {candidate}"
 
+    if opts.offline and bad:
+        raise bad[0]
     if opts.offline:
         raise OfflineError(
             f"{component}: {source.filename} is neither cached nor in a mirror and --offline forbids "

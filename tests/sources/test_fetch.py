@@ -78,19 +78,37 @@ def test_mirror_is_used_before_the_network(tmp_path, served_archive):
     assert tree.origin.startswith("mirror ") and server.requests == []
 
 
-def test_flipped_byte_in_mirror_fails_naming_file_and_hashes(tmp_path, served_archive):
+def test_a_bad_copy_in_a_mirror_names_file_and_hashes_and_the_next_source_is_tried(tmp_path, served_archive, capsys):
+    """Issue 24, item 14: a bad copy in the first mirror no longer stops the fetch."""
     server, sha = served_archive
-    mirror = tmp_path / "mirror"
+    mirror, good_mirror = tmp_path / "mirror", tmp_path / "mirror2"
     mirror.mkdir()
+    good_mirror.mkdir()
     bad = mirror / "demo-1.0.tar.gz"
     bad.write_bytes((server.root / "demo-1.0.tar.gz").read_bytes())
     flip_byte(bad)
     actual = hashlib.sha256(bad.read_bytes()).hexdigest()
     recipe = recipe_for(tmp_path, {"kind": "archive", "url": f"{server.url}/demo-1.0.tar.gz", "sha256": sha})
+    # offline, no other copy: the bad copy's error, naming the file and both hashes
     with pytest.raises(ChecksumMismatchError) as e:
-        sources.fetch_source(recipe, opts(tmp_path, mirrors=(mirror,)))
+        sources.fetch_source(recipe, opts(tmp_path, mirrors=(mirror,), offline=True))
     assert str(bad) in str(e.value) and sha in str(e.value) and actual in str(e.value)
     assert not (tmp_path / "cache" / "downloads" / sha).exists()
+    # a second mirror with a good copy is used, and the bad one is named
+    (good_mirror / "demo-1.0.tar.gz").write_bytes((server.root / "demo-1.0.tar.gz").read_bytes())
+    tree = sources.fetch_source(recipe, opts(tmp_path, mirrors=(mirror, good_mirror), offline=True))
+    assert tree.origin == f"mirror {good_mirror / 'demo-1.0.tar.gz'}"
+    assert f"warning: mirrored file {bad} has sha256 {actual}" in capsys.readouterr().err
+
+
+def test_a_bad_mirror_copy_falls_back_to_the_network(tmp_path, served_archive):
+    server, sha = served_archive
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "demo-1.0.tar.gz").write_bytes(b"not the archive")
+    recipe = recipe_for(tmp_path, {"kind": "archive", "url": f"{server.url}/demo-1.0.tar.gz", "sha256": sha})
+    tree = sources.fetch_source(recipe, opts(tmp_path, mirrors=(mirror,)))
+    assert not tree.origin.startswith("mirror") and server.requests
 
 
 def test_flipped_byte_in_cache_fails_and_leaves_the_rest_intact(tmp_path, file_server):
