@@ -305,6 +305,11 @@ class WheelContents:
         return self.report.elf
 
 
+# _runtime.json, _target.json, METADATA, RECORD and the SBOM are read whole into memory: ours are
+# at most a few MB (RECORD of a target wheel: 30 KB; models.json is not read here)
+MAX_TEXT_BYTES = 16 << 20
+
+
 def _is_text_wanted(member: str) -> bool:
     return member.endswith(("/_runtime.json", "/_target.json", ".dist-info/METADATA")) \
         or sbom_check.is_text_wanted(member)
@@ -320,7 +325,9 @@ def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
     def scan(member: str, chunk: bytes) -> None:
         scanner(member, chunk)
         if _is_text_wanted(member):
-            texts.setdefault(member, bytearray()).extend(chunk)
+            kept = texts.setdefault(member, bytearray())
+            if len(kept) <= MAX_TEXT_BYTES:   # a longer one is cut: it then fails to parse, in one line
+                kept.extend(chunk[:MAX_TEXT_BYTES + 1 - len(kept)])
 
     def examine(member: str, file: Path, facts: elfinfo.ElfInfo) -> None:
         versions: dict[str, set[str]] = {}

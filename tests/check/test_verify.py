@@ -995,3 +995,11 @@ def test_verify_writes_nothing_beside_the_wheel(tmp_path, elf, monkeypatch):
         wheel.parent.chmod(0o755)
     assert report.ok and used == [None]
     assert list(wheel.parent.iterdir()) == [wheel]
+
+
+def test_a_huge_json_member_is_cut_and_fails_in_one_line(tmp_path, elf):
+    """Issue 24, item 8: verify keeps at most MAX_TEXT_BYTES of a JSON member in memory."""
+    content = members(elf)
+    content[f"{PKG}/_runtime.json"] = b"[" + b" " * (verify.MAX_TEXT_BYTES + (1 << 20)) + b"]"
+    results = check(tmp_path, content)
+    assert not results["runtime-info"].ok and "\n" not in results["runtime-info"].line
