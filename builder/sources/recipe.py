@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 from pathlib import Path
 from typing import Literal, Union
 
@@ -211,6 +212,7 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
                 collect=tuple(CollectRule(c["from"], c["into"]) for c in b.get("collect", ())),
             )
         )
+    _check_license_paths(data, path)
     return Recipe(
         name=name,
         version=data["version"],
@@ -226,6 +228,17 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
         model_lists=tuple((data.get("models") or {}).get("lists", ())),
         model_tools=tuple(sorted(((data.get("models") or {}).get("tools") or {}).items())),
     )
+
+
+def _check_license_paths(data: dict, path: Path) -> None:
+    """A license file may go up out of the source's subdirectory (ggml's is llama.cpp's, one level
+    up), never out of the archive: from the archive's root it must stay inside."""
+    sub = str((data.get("source") or {}).get("subdirectory") or "")
+    for i, f in enumerate(data.get("license_files") or []):
+        inside = os.path.normpath(os.path.join(sub, f))
+        if inside == ".." or inside.startswith("../") or os.path.isabs(inside):
+            raise RecipeError(f"{path}: license_files[{i}]: {shorten(repr(f))} leaves the source archive; "
+                              "name a file inside it")
 
 
 def _recipe_date(data: dict, path: Path) -> str | None:

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -214,4 +215,30 @@ step = "demo"
 system = "cmake"
 ''')
     with pytest.raises(RecipeError, match="source.url"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("subdirectory", '"../../../etc"', "source.subdirectory"),
+    ("subdirectory", '"/etc"', "source.subdirectory"),
+    ("license_files", '["../../../../etc/shadow"]', "leaves the source archive"),
+    ("license_files", '["/etc/shadow"]', "license_files[0]"),
+    ("collect", '[{ from = "/etc/*", into = "bin" }]', "collect[0].from"),
+    ("collect", '[{ from = "bin/*", into = "../.." }]', "collect[0].into"),
+])
+def test_path_fields_that_leave_their_tree_are_refused(tmp_path, field, value, says):
+    """Issue 24, item 15: subdirectory, license_files and collect stay inside their trees."""
+    source = 'kind = "archive"\nurl = "https://example.com/demo-1.0.tar.gz"\n' + f'sha256 = "{"a" * 64}"\n'
+    top, build = 'license_files = ["LICENSE"]\n', ""
+    if field == "subdirectory":
+        source += f"subdirectory = {value}\n"
+    elif field == "license_files":
+        top = f"license_files = {value}\n"
+        source += 'subdirectory = "demo-1.0"\n'
+    else:
+        build = f'install = "collect"\ncollect = {value}\n'
+    path = tmp_path / "demo.toml"
+    path.write_text(f'schema_version = 1\nname = "demo"\nversion = "1.0"\nlicense = "MIT"\n{top}'
+                    f'[source]\n{source}[[build]]\nstep = "demo"\nsystem = "cmake"\n{build}')
+    with pytest.raises(RecipeError, match=re.escape(says)):
         load_recipe(path)
