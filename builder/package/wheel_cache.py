@@ -131,9 +131,14 @@ class WheelCache:
         entry = self.entry(label, key)
         try:
             record = json.loads((entry / ENTRY).read_text())
-            wheel = entry / record["wheel"]
-            recorded = record["sha256"]
-            if record.get("key") != key or not wheel.is_file():
+            name, recorded = record["wheel"], record["sha256"]
+            # the record is a file on disk, not proof: its wheel is a plain file name inside the entry
+            if not isinstance(name, str) or not name.endswith(".whl") or "/" in name or "\\" in name \
+                    or name.startswith(".") or "\0" in name:
+                echo(f"warning: {entry / ENTRY} names {str(name)[:80]!r}, not a wheel in its folder: not using it")
+                return None
+            wheel = entry / name
+            if record.get("key") != key or wheel.is_symlink() or not wheel.is_file():
                 return None
         except (OSError, ValueError, KeyError, TypeError):
             return None

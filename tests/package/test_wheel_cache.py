@@ -130,3 +130,20 @@ def test_toolchain_versions_are_in_the_key(tmp_path, monkeypatch):
     key = wheel_cache.wheel_key(**inputs(tmp_path))[0]
     monkeypatch.setattr(wheel_cache, "toolchain_versions", lambda: {**versions, "auditwheel": "99"})
     assert wheel_cache.wheel_key(**inputs(tmp_path))[0] != key
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd.whl", "/etc/x.whl", "..whl", "sub/x.whl", 5])
+def test_an_entry_naming_a_file_outside_its_folder_is_not_used(tmp_path, name):
+    """Issue 24, item 7: the entry's record is not trusted to name a path."""
+    from builder.common.cache import Cache
+    from builder.package.wheel_cache import ENTRY, WheelCache
+
+    store = WheelCache(Cache(tmp_path / "cache"))
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK wheel")
+    store.store("base", "k" * 64, {}, wheel)
+    entry = store.entry("base", "k" * 64)
+    record = json.loads((entry / ENTRY).read_text())
+    (entry / ENTRY).write_text(json.dumps({**record, "wheel": name}))
+    said = []
+    assert store.lookup("base", "k" * 64, said.append) is None
