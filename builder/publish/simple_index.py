@@ -29,6 +29,7 @@ import email.parser
 import hashlib
 import html
 import json
+import re
 import os
 import shutil
 import tempfile
@@ -106,7 +107,11 @@ def read_distribution(path: Path) -> Distribution:
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as e:
         # RuntimeError: a member flagged as encrypted
         raise ConfigurationError(f"{path}: not a readable zip file ({shorten(e)}); rebuild or remove it") from None
-    return Distribution(path=path, project=canonicalize_name(name), version=str(version),
+    project = canonicalize_name(name)
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?", project):   # PEP 508 names are ASCII
+        raise ConfigurationError(f"{shorten(path)}: {shorten(repr(str(name)))} is not a valid project name "
+                                 "(ASCII letters, digits, '.', '_', '-'); rename or remove it")
+    return Distribution(path=path, project=project, version=str(version),
                         sha256=sha256_file(path), requires_python=requires_python, requires=requires)
 
 
@@ -114,8 +119,13 @@ def scan(wheelhouse: Path) -> list[Distribution]:
     """The wheels and sdists directly in `wheelhouse` (logs, rejected/ and the like are skipped)."""
     if not wheelhouse.is_dir():
         raise ConfigurationError(f"{wheelhouse} is not a directory; name the wheelhouse the wheels went to")
-    files = sorted(p for p in wheelhouse.iterdir()
-                   if p.is_file() and (p.name.endswith(".whl") or p.name.endswith(".tar.gz")))
+    candidates = sorted(p for p in wheelhouse.iterdir() if p.name.endswith((".whl", ".tar.gz")))
+    # a link is not published: its target (anything on the machine) would be hashed and linked into the site
+    linked = [p for p in candidates if p.is_symlink()]
+    if linked:
+        raise ConfigurationError(f"{shorten(linked[0])} is a symbolic link; put the file itself in the wheelhouse "
+                                 "or remove the link")
+    files = [p for p in candidates if p.is_file()]
     if not files:
         raise ConfigurationError(f"{wheelhouse} holds no .whl or .tar.gz; build the wheels first")
     return [read_distribution(p) for p in files]

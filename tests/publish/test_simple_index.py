@@ -278,7 +278,7 @@ def test_a_wheel_linked_from_inside_the_output_is_refused(tmp_path):
     house = tmp_path / "wh"
     house.mkdir()
     (house / real.name).symlink_to(real)
-    with pytest.raises(simple_index.ConfigurationError, match="it leads to"):
+    with pytest.raises(simple_index.ConfigurationError, match="is a symbolic link"):
         simple_index.build_index(house, site)
     assert real.is_file()
 
@@ -376,3 +376,26 @@ def test_a_full_disk_while_writing_the_index_is_exit_12(wheelhouse, tmp_path, ca
     assert exit_code(["index", str(wheelhouse), "--out", str(tmp_path / "site")]) == 12
     err = capsys.readouterr().err
     assert "no space left" in err and ".tmp" not in err
+
+
+@pytest.mark.parametrize("linked", ["demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl"])
+def test_a_symlink_in_the_wheelhouse_is_refused_and_nothing_is_published(tmp_path, capsys, linked):
+    """Issue 24, item 4: an sdist or wheel linked to a file outside is never hashed or linked."""
+    house = tmp_path / "wh"
+    house.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("not for the site")
+    (house / linked).symlink_to(secret)
+    assert exit_code(["index", str(house), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link" in err and "Traceback" not in err
+    assert not (tmp_path / "site").exists() or not any((tmp_path / "site").rglob("*secret*"))
+
+
+def test_a_non_ascii_project_name_is_refused(tmp_path, capsys):
+    """Issue 24, item 16."""
+    house = tmp_path / "wh"
+    house.mkdir()
+    (house / "d\u00e9mo-1.0.tar.gz").write_bytes(b"x")
+    assert exit_code(["index", str(house), "--out", str(tmp_path / "site")]) == 2
+    assert "is not a valid project name" in capsys.readouterr().err
