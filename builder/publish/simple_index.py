@@ -207,6 +207,17 @@ def _looks_like_ours(path: Path) -> bool:
             and any(t in head for t in titles))
 
 
+_OUR_NAMES = re.compile(r"(index\.html|simple/index\.html|simple/[a-z0-9._-]+/(index\.html|[^/]+\.(whl|tar\.gz)))")
+
+
+def _could_be_ours(rel: str, path: Path) -> bool:
+    """The manifest is a file anyone can edit: a file is removed only if it is of a kind `index`
+    writes (a page it generated, or a wheel or sdist where it puts them), whatever the manifest says."""
+    if not _OUR_NAMES.fullmatch(rel):
+        return False
+    return not rel.endswith(".html") or _looks_like_ours(path)
+
+
 def _read_manifest(out: Path) -> dict[str, str]:
     try:
         data = json.loads((out / MANIFEST).read_bytes().decode("utf-8"))
@@ -310,7 +321,7 @@ def write_index(dists: list[Distribution], out: Path, base_url: str | None = Non
             dest = _inside(out, rel)
             if dest is None or not os.path.lexists(dest):
                 continue
-            if dest.is_file() and not dest.is_symlink() and sha256_file(dest) == sha:
+            if dest.is_file() and not dest.is_symlink() and _could_be_ours(rel, dest) and sha256_file(dest) == sha:
                 dest.unlink()
                 for parent in dest.parents:
                     if parent == out:

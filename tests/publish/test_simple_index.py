@@ -399,3 +399,20 @@ def test_a_non_ascii_project_name_is_refused(tmp_path, capsys):
     (house / "d\u00e9mo-1.0.tar.gz").write_bytes(b"x")
     assert exit_code(["index", str(house), "--out", str(tmp_path / "site")]) == 2
     assert "is not a valid project name" in capsys.readouterr().err
+
+
+def test_an_edited_manifest_cannot_make_index_delete_a_file_it_did_not_write(wheelhouse, tmp_path):
+    """Issue 24, item 6: the manifest names CHANGELOG.txt with its right hash; it stays."""
+    import hashlib
+    import json
+
+    site = tmp_path / "site"
+    simple_index.build_index(wheelhouse, site)
+    notes = site / "CHANGELOG.txt"
+    notes.write_text("the maintainers' notes\n")
+    manifest = site / simple_index.MANIFEST
+    data = json.loads(manifest.read_text())
+    data["files"]["CHANGELOG.txt"] = hashlib.sha256(notes.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(data))
+    simple_index.build_index(wheelhouse, site)
+    assert notes.read_text() == "the maintainers' notes\n"
