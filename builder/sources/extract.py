@@ -115,6 +115,40 @@ def _describe_filter_error(e: tarfile.FilterError) -> str:
     return str(e)
 
 
+MAX_LINK_TEXT = 1024       # a source tree's links are short; CVE-2025-4517 needs names past PATH_MAX
+
+
+def _link_walk_problem(rel: str, target: str, links: dict[str, str]) -> str | None:
+    """Why the link at `rel` (relative to the root) pointing at `target` is refused, or None.
+
+    Resolved one component at a time, as the kernel does: it may never climb above the root,
+    nor pass through another link of the same archive (a chain of links, each inside on its own,
+    can lead anywhere; Python's tar filter misses such a chain once realpath() passes PATH_MAX)."""
+    if len(target) > MAX_LINK_TEXT or len(rel) > MAX_LINK_TEXT:
+        return f"is a link with a name or target longer than {MAX_LINK_TEXT} characters"
+    parts = [p for p in os.path.dirname(rel).split("/") if p not in ("", ".")]
+    for comp in target.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not parts:
+                return f"is a link to {target!r}, which climbs out of the extraction directory"
+            parts.pop()
+            continue
+        parts.append(comp)
+        if "/".join(parts) in links:
+            return f"is a link to {target!r}, which passes through the archive's link {'/'.join(parts)!r}"
+    return None
+
+
+def _check_links(archive: Path, links: dict[str, str]) -> None:
+    """links: member name (normalised, relative) -> its link target."""
+    for rel, target in links.items():
+        problem = _link_walk_problem(rel, target, links)
+        if problem:
+            raise _refuse(archive, rel, problem)
+
+
 def _extract_tar(archive: Path, dest: Path) -> None:
     if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4 (builder.check_python refuses it first)
         raise ToolchainError(f"extracting archives safely needs Python 3.11.4 or newer (tarfile filters); "
@@ -131,6 +165,8 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 if member.name.startswith(("/", os.sep)):
                     raise _refuse(archive, member.name, "has an absolute path")
                 tarfile.data_filter(member, root)
+            # symlinks: resolved through the archive's own links, not by realpath() alone
+            _check_links(archive, {os.path.normpath(m.name): m.linkname for m in members if m.issym()})
             tf.extractall(root, members=members, filter="data")
     except tarfile.FilterError as e:
         raise _refuse(archive, e.tarinfo.name, _describe_filter_error(e)) from None
@@ -196,6 +232,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 raise _refuse(archive, info.filename, "is a device file, FIFO or other special file")
             else:
                 plan.append((info, rel, full))
+        _check_links(archive, {r: t for r, (_i, _f, t) in links.items()})
         # No member may be written through a link of the same archive.
         for info, rel, _full in plan + [(i, r, f) for r, (i, f, _t) in links.items()]:
             parent = os.path.dirname(rel)

@@ -328,3 +328,33 @@ def test_a_damaged_stream_is_an_unsafe_archive_not_a_traceback(tmp_path, dest, s
     path.write_bytes(bytes(data))
     with pytest.raises(UnsafeArchiveError, match="cannot read"):
         extract_archive(path, dest)
+
+
+# -- chains of links (issue 24, items 2 and 3) ------------------------------------------
+
+
+def test_zip_link_chain_that_leaves_the_tree_is_refused(tmp_path, dest):
+    """Each link is inside on its own, lexically; followed one after the other they lead out."""
+    archive = make_zip(tmp_path / "evil.zip", [("a/b/L", b"../..", 0o120777), ("a/b/esc", b"L/../../..", 0o120777)])
+    msg = _assert_refused(archive, dest, "a/b/esc")
+    assert "passes through the archive's link 'a/b/L'" in msg
+
+
+def test_tar_link_chain_that_leaves_the_tree_is_refused(tmp_path, dest):
+    archive = make_tar(tmp_path / "evil.tar.gz", [_dir("a"), _dir("a/b"), _link("a/b/L", "../.."),
+                                                   _link("a/b/esc", "L/../../..")])
+    _assert_refused(archive, dest, "a/b/esc")
+
+
+def test_tar_link_past_path_max_is_refused(tmp_path, dest):
+    """CVE-2025-4517: a chain of links whose realpath() passes PATH_MAX slips through Python's
+    data filter before 3.11.13; a name or target longer than MAX_LINK_TEXT is refused here."""
+    deep = "/".join(["d" * 200] * 6)
+    archive = make_tar(tmp_path / "evil.tar", [_link("proj/x", deep + "/../" * 3)], mode="w")
+    _assert_refused(archive, dest, "proj/x")
+
+
+def test_links_that_stay_inside_without_chaining_still_extract(tmp_path, dest):
+    archive = make_tar(tmp_path / "ok.tar.gz", SOURCE + [_link("proj-1.0/src/up.c", "../README")])
+    extract_archive(archive, dest)
+    assert (dest / "proj-1.0" / "src" / "up.c").read_bytes() == b"read me\n"
