@@ -94,6 +94,24 @@ _RATIO_FROM = 1 << 20          # members smaller than this are not judged by the
 _CHUNK = 1 << 22
 _RECORD_HASHES = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"})
 # What zipfile raises for bytes that are not a (whole) zip archive.
+def plausible_elf(head: bytes, size: int) -> bool:
+    """An ELF header that could be real: magic, class, byte order, version, and its section
+    table inside the member (a member of zeros behind the magic is not written to disk)."""
+    import struct as _struct
+
+    if len(head) < 64 or head[:4] != elfinfo.ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2) \
+            or head[6] != 1:
+        return False
+    order = "<" if head[5] == 1 else ">"
+    if head[4] == 2:
+        shoff, = _struct.unpack_from(order + "Q", head, 40)
+        shentsize, shnum = _struct.unpack_from(order + "HH", head, 58)
+    else:
+        shoff, = _struct.unpack_from(order + "I", head, 32)
+        shentsize, shnum = _struct.unpack_from(order + "HH", head, 46)
+    return shoff + shentsize * shnum <= size
+
+
 # RuntimeError: a member flagged as encrypted ("File ... is encrypted, password required").
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, struct.error,
                ValueError, OverflowError, UnicodeDecodeError, RuntimeError)
@@ -277,8 +295,8 @@ def _read(path: Path, tags, elf: bool, scan, examine, strict: bool) -> WheelRepo
             is_record = member == record_member
             hashing = strict and not is_record
             with zf.open(info) as src:
-                chunk = src.read(4)
-                is_elf = elf and chunk == elfinfo.ELF_MAGIC
+                chunk = src.read(64)
+                is_elf = elf and plausible_elf(chunk, info.file_size)
                 if not is_elf and scan is None and not strict:
                     continue
                 hasher = hashlib.sha256() if hashing else None

@@ -1,3 +1,5 @@
+import os
+import sys
 """check/reader.py: the one reader of built wheels (verify, the size report, the packaging step)."""
 
 from __future__ import annotations
@@ -249,3 +251,11 @@ def test_zips_with_random_names_and_modes_give_a_report_or_our_error(tmp_path, e
         if record is not None:
             zf.writestr("demo_pkg-1.0.dist-info/RECORD", record)
     read_any(tmp_path, buf.getvalue())
+
+
+def test_an_elf_magic_in_front_of_zeros_is_not_an_elf_to_write_out():
+    """Issue 24, item 8: a member of 1 GiB of zeros behind the magic was written to the temp folder."""
+    real = Path(os.path.realpath(sys.executable)).read_bytes()
+    assert reader.plausible_elf(real[:64], len(real))
+    assert not reader.plausible_elf(b"\x7fELF" + bytes(60), 1 << 30)
+    assert not reader.plausible_elf(real[:64], 100)          # its section table would lie past the end
