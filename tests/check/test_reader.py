@@ -1,10 +1,10 @@
-import os
-import sys
 """check/reader.py: the one reader of built wheels (verify, the size report, the packaging step)."""
 
 from __future__ import annotations
 
 import ast
+import os
+import sys
 import shutil
 import zipfile
 from pathlib import Path
