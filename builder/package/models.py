@@ -15,10 +15,9 @@ which `moshi-rocm models` reads:
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from builder.errors import BuildStepError
 
@@ -125,6 +124,3 @@ def collect(source: Path, patterns: Sequence[str], tools: Mapping[str, str], ups
         chosen[tool] = {"folder": folder.rstrip("/"), "model": best}
     return {"schema": 1, "source": upstream, "models": models, "tools": chosen, "skipped": skipped}
 
-
-def matching(names: Iterable[str], pattern: str) -> list[str]:
-    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
