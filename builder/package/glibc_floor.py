@@ -387,41 +387,46 @@ class FileChange:
 
 
 def lower_file(path: Path, spec: FloorSpec, patchelf: str, run: Callable[[list[str]], None],
-               catalogue: Catalogue | None = None) -> FileChange:
-    """Apply the floor to one ELF file in place (the wheel's own copy)."""
+               catalogue: Catalogue | None = None, runpath: str | None = None) -> FileChange:
+    """Apply the floor to one ELF file in place (the wheel's own copy). Every change patchelf
+    makes goes into one call (each call may move .dynstr to the file's end: libLLVM's is
+    megabytes), then the version needs are rewritten in place. runpath: set it in the same call."""
     catalogue = catalogue or load_catalogue()
     facts = read_elf(path)
     change = FileChange(path, [], [], False, False)
     if facts is None:
         return change
-    renames = spec.renames
-    for old, new in renames.items():
+    ops: list[str] = []
+    for old, new in spec.renames.items():
         if old in facts.needed:
-            run([patchelf, "--replace-needed", old, new, str(path)])
+            ops += ["--replace-needed", old, new]
             change.renamed_needed.append(new)
     versions = symver.read_versions(path)
     above = [n for n in versions.needs if n.file in spec.libraries and spec.above(n.version)]
-    if not above:
-        return change
+    mapping = path.parent / f".{path.name}.renames"
     start = catalogue.start_main
-    if facts.kind == "executable" and start and start[0] in versions.imports:
+    if above and facts.kind == "executable" and start and start[0] in versions.imports:
         need = versions.imports[start[0]]
         if need is not None and spec.above(need.version):
-            mapping = path.parent / f".{path.name}.renames"
             mapping.write_text(f"{start[0]} {start[1]}\n")
-            try:
-                run([patchelf, "--rename-dynamic-symbols", str(mapping), str(path)])
-            finally:
-                mapping.unlink()
+            ops += ["--rename-dynamic-symbols", str(mapping)]
             change.entry_renamed = True
-    if spec.compat_soname not in facts.needed and facts.soname != spec.compat_soname:
-        run([patchelf, "--add-needed", spec.compat_soname, str(path)])
+    if above and spec.compat_soname not in facts.needed and facts.soname != spec.compat_soname:
+        ops += ["--add-needed", spec.compat_soname]
         change.links_compat = True
-    versions = symver.read_versions(path)   # patchelf may have moved the sections
-    for need in versions.needs:
-        if need.file in spec.libraries and spec.above(need.version):
-            symver.point_need_at(path, need, spec.baseline, versions)
-            change.rewritten.append(need.version)
+    if runpath is not None and tuple(runpath.split(":")) != facts.runpath:
+        ops += ["--set-rpath", runpath]
+    try:
+        if ops:
+            run([patchelf, *ops, str(path)])
+    finally:
+        mapping.unlink(missing_ok=True)
+    if above:
+        versions = symver.read_versions(path)   # patchelf may have moved the sections
+        for need in versions.needs:
+            if need.file in spec.libraries and spec.above(need.version):
+                symver.point_need_at(path, need, spec.baseline, versions)
+                change.rewritten.append(need.version)
     return change
 
 

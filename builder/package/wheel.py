@@ -352,10 +352,10 @@ def _lower_to_floor(path: Path, layout: WheelKind, spec: RuntimeSpec, record: Ma
         files = sorted(f for f in tree.rglob("*") if f.is_file() and not f.is_symlink() and read_elf(f) is not None)
         lowered, problems = 0, []
         for f in files:
-            change = glibc_floor.lower_file(f, floor, ext.patchelf, run)
+            graft = f.parent.name == layout.libs_dir
+            change = glibc_floor.lower_file(f, floor, ext.patchelf, run,
+                                            runpath=layout.graft_runpath if graft else None)
             lowered += bool(change.rewritten)
-            if f.parent.name == layout.libs_dir:
-                check_logged([ext.patchelf, "--set-rpath", layout.graft_runpath, str(f)], log_path, f"patchelf {f.name}")
             problems += glibc_floor.needs_at_floor(f, floor, table, compat, private_versions)
         if problems:
             raise BuildStepError(f"{path.name}: {len(problems)} need(s) the glibc {floor.version} floor cannot meet: "
