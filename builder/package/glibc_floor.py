@@ -155,8 +155,11 @@ class FloorTable:
                    dict(data.get("source") or {}))
 
 
+TABLE_NAME = "glibc-floor-{version}.json"     # in builder/resources
+
+
 def table_resource(spec: FloorSpec) -> str:
-    return f"glibc-floor-{spec.version}.json"
+    return TABLE_NAME.format(version=spec.version)
 
 
 def table_of_suite(spec: FloorSpec, cache_envs: Path, echo: Callable[[str], None] = print) -> dict:
@@ -190,7 +193,7 @@ def table_differences(shipped: Mapping, fresh: Mapping) -> list[str]:
 @functools.cache
 def load_table(version: str) -> FloorTable:
     try:
-        text = resources.packaged_text(f"glibc-floor-{version}.json")
+        text = resources.packaged_text(TABLE_NAME.format(version=version))
     except FileNotFoundError:
         raise ConfigurationError(f"no symbol table for the glibc floor {version} "
                                  f"(builder/resources/glibc-floor-{version}.json); make it with "

@@ -196,7 +196,7 @@ def test_an_application_needs_a_date(tmp_path):
     assert recipe.date == "2026-02-18" and recipe.commit is None  # an archive source has no commit
 
 
-@pytest.mark.parametrize("url", ["--upload-pack=touch /tmp/pwned", "-u touch", "ext::sh -c touch% /tmp/pwned",
+@pytest.mark.parametrize("url", ["--upload-pack=touch pwned", "-u touch", "ext::sh -c touch% pwned",
                                  "https://example.com/x y"])
 def test_a_git_url_that_is_an_option_or_a_command_is_refused(tmp_path, url):
     """Issue 24, item 1: git would read "--upload-pack=..." as an option (fetch also passes "--")."""
