@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from builder.sources import fetch as sources
-from builder.build import steps
+from builder.build import kernel_guard, steps
 from builder.rocm import targets
 from builder.common.cache import Cache
 from builder.envs import BuildEnvironment
@@ -53,6 +53,7 @@ def build(recipes: dict[str, Recipe], gpu_targets: list[str], environment: Build
         # The build root's apt sources name the archive its packages came from.
         fetch_options = dataclasses.replace(fetch_options, apt_roots=(*fetch_options.apt_roots, Path(env_root)))
     trees = {t.component: t for t in sources.fetch_all(list(recipes.values()), fetch_options)}
+    kernel_guard.check_left_out(recipes, trees)
     cache = fetch_options.cache
     # The cache at a fixed path inside a build root: the same bytes from any cache location.
     with environment.session([cache.root], aliases={cache.root: steps.NEUTRAL_ROOT}) as session:

@@ -27,6 +27,7 @@ def _isolated_env(monkeypatch, tmp_path):
     for var in ("MOSHI_BUILD_CACHE_DIR", "MOSHI_BUILD_MIRROR", "MOSHI_BUILD_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))   # the wheel cache's signing key
 
 
 class _RecordingHandler(http.server.SimpleHTTPRequestHandler):

@@ -80,6 +80,7 @@ BUILD_RECIPE_VERSION = 3
 def step_key(step: BuildStep, tree: SourceTree, environment_id: str, target: str | None,
              dep_keys: list[str]) -> str:
     definition = dataclasses.asdict(step)
+    del definition["leaves_out"]  # what the guard checks: the build's own input is the option
     payload = json.dumps(
         {"step": definition, "tree": tree.key, "env": environment_id, "target": target, "deps": sorted(dep_keys),
          "builder": BUILD_RECIPE_VERSION},
@@ -153,10 +154,13 @@ def _run_logged(label: str, phase: str, argv: list[str], cwd: Path, env: dict[st
             bar.refresh()
         else:
             bar.update(0)
+    start = time.monotonic()
     try:
         code = run_logged(ctx.session.wrap(argv, cwd, env), log, cwd=cwd, shown=argv, on_line=progress, stop_timeout=20)
     finally:
         bar.close()
+    with open(log, "a") as f:
+        f.write(f"[{phase}: {time.monotonic() - start:.1f} s, exit {code}]\n")
     if code != 0:
         raise BuildStepError(f"{label}: " + failure(phase, code, log))
 
@@ -249,6 +253,8 @@ def _build_step(step: BuildStep, tree: SourceTree, target: str | None, deps: dic
         (stage / ".moshi-build-step.json").write_text(json.dumps(
             {"step": step.step, "component": step.component, "target": target, "key": key,
              "source": tree.lock_entry()}, indent=2))
+        if (build / ".ninja_log").is_file():  # each file's compile time, for a maintainer's look
+            shutil.copyfile(build / ".ninja_log", log.with_suffix(".ninja_log"))
         shutil.rmtree(build, ignore_errors=True)
     return StepResult(step.step, target, key, final, cached=False,
                       seconds=time.monotonic() - start, log=log)

@@ -14,7 +14,10 @@ entry.json (the key's inputs, the wheel's sha256). An entry is written in a
 staging folder and renamed into place only after the wheel passed verify,
 so a rejected or interrupted wheel is never reused; a copy is checked
 against the recorded sha256 before it is handed out (a damaged entry is
-built again and replaced). The key also holds the versions of what packs,
+built again and replaced). The record is signed (HMAC-SHA256) with a key kept
+outside the cache (signing_key_path()): a wheel replaced together with its
+recorded sha256, or a cache restored from somewhere else, is not signed by
+this user's key and is built again. The key also holds the versions of what packs,
 repairs and strips (pip, scikit-build-core, auditwheel, binutils, zlib...).
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -36,6 +40,41 @@ from builder.sources.recipe import PROJECT_ROOT
 
 BUILDER_DIR = PROJECT_ROOT / "builder"
 ENTRY = "entry.json"
+KEY_FILE = "wheel-cache.key"
+
+
+def signing_key_path() -> Path:
+    """The per-user signing key: outside the cache, in the user's configuration folder."""
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "moshi-build" / KEY_FILE
+
+
+def _signing_key(create: bool) -> bytes | None:
+    """32 random bytes made once per user (mode 0600); None when absent and not to be made."""
+    path = signing_key_path()
+    try:
+        with open(path, "rb") as f:
+            key = f.read(64)
+        return key if len(key) == 32 else None
+    except FileNotFoundError:
+        if not create:
+            return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(32))
+    try:
+        os.link(tmp, path)      # the first writer wins; a racing one reads that key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return _signing_key(create=False)
+
+
+def _signature(key: bytes, cache_key: str, wheel_name: str, sha256: str) -> str:
+    return hmac.new(key, f"{cache_key}\0{wheel_name}\0{sha256}".encode(), hashlib.sha256).hexdigest()
 
 
 def _tree_digest(root: Path, h) -> None:
@@ -142,6 +181,13 @@ class WheelCache:
                 return None
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        signer = _signing_key(create=False)
+        signature = record.get("signature")
+        if signer is None or not isinstance(signature, str) or not isinstance(recorded, str) or \
+                not hmac.compare_digest(signature, _signature(signer, key, name, recorded)):
+            echo(f"warning: {entry / ENTRY} is not signed by this user's key ({signing_key_path()}): "
+                 "not using it; it is built again and the entry replaced")
+            return None
         actual = sha256_file(wheel)
         if actual != recorded:
             echo(f"warning: cached wheel {wheel} has sha256 {actual}, not the {recorded} recorded: "
@@ -162,7 +208,11 @@ class WheelCache:
     @staticmethod
     def _fill(tmp: Path, key: str, inputs: Mapping, wheel: Path) -> None:
         shutil.copy2(wheel, tmp / wheel.name)
-        record = {"key": key, "wheel": wheel.name, "sha256": sha256_file(tmp / wheel.name), "inputs": inputs}
+        digest = sha256_file(tmp / wheel.name)
+        signer = _signing_key(create=True)
+        assert signer is not None
+        record = {"key": key, "wheel": wheel.name, "sha256": digest, "inputs": inputs,
+                  "signature": _signature(signer, key, wheel.name, digest)}
         (tmp / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
     def reuse(self, label: str, key: str, out_dir: Path, echo: Callable[[str], None] = print) -> Path | None:

@@ -99,6 +99,15 @@ class CollectRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class LeftOut:
+    """Kernels an option of a step leaves out, and the symbols whose use needs them."""
+
+    option: str
+    symbols: tuple[str, ...]
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
 class BuildStep:
     step: str
     component: str
@@ -110,6 +119,7 @@ class BuildStep:
     build_targets: tuple[str, ...] = ()
     install: Literal["rules", "collect"] = "rules"
     collect: tuple[CollectRule, ...] = ()
+    leaves_out: tuple[LeftOut, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +208,11 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
     for b in data["build"]:
         if b.get("install", "rules") == "collect" and not b.get("collect"):
             raise RecipeError(f"{path}: build step {b['step']!r} has install = 'collect' but no collect rules")
+        for left in b.get("leaves_out", ()):
+            if left["option"] not in b.get("options", ()):
+                raise RecipeError(f"{path}: build step {b['step']!r}: leaves_out names the option "
+                                  f"{shorten(repr(left['option']))}, which its options do not have; "
+                                  "write it exactly as in options")
         steps.append(
             BuildStep(
                 step=b["step"],
@@ -210,6 +225,8 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
                 build_targets=tuple(b.get("build_targets", ())),
                 install=b.get("install", "rules"),
                 collect=tuple(CollectRule(c["from"], c["into"]) for c in b.get("collect", ())),
+                leaves_out=tuple(LeftOut(x["option"], tuple(x["symbols"]), x["reason"])
+                                 for x in b.get("leaves_out", ())),
             )
         )
     _check_license_paths(data, path)

@@ -147,3 +147,33 @@ def test_an_entry_naming_a_file_outside_its_folder_is_not_used(tmp_path, name):
     (entry / ENTRY).write_text(json.dumps({**record, "wheel": name}))
     said = []
     assert store.lookup("base", "k" * 64, said.append) is None
+
+
+def test_a_wheel_replaced_together_with_its_recorded_sha256_is_not_used(tmp_path):
+    """Issue 24, item 7: the record is signed with a key outside the cache, so rewriting the
+    record to match a replaced wheel does not make it reusable."""
+    import hashlib
+
+    store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
+    built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
+    kept = store.store("base", "aa" * 32, {}, built)
+    key_file = wheel_cache.signing_key_path()
+    assert key_file.stat().st_mode & 0o777 == 0o600 and not str(key_file).startswith(str(tmp_path / "cache"))
+    kept.write_bytes(b"PK evil wheel")
+    record = json.loads((kept.parent / "entry.json").read_text())
+    record["sha256"] = hashlib.sha256(b"PK evil wheel").hexdigest()
+    (kept.parent / "entry.json").write_text(json.dumps(record))
+    said: list[str] = []
+    assert store.lookup("base", "aa" * 32, said.append) is None
+    assert "is not signed by this user's key" in said[0] and str(key_file) in said[0]
+    assert store.store("base", "aa" * 32, {}, built) == kept and store.lookup("base", "aa" * 32) == kept
+
+
+def test_a_cache_from_elsewhere_is_not_trusted(tmp_path, monkeypatch):
+    store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
+    built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
+    store.store("base", "bb" * 32, {}, built)
+    assert store.lookup("base", "bb" * 32) is not None
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another-user"))   # no key there: not reused
+    said: list[str] = []
+    assert store.lookup("base", "bb" * 32, said.append) is None and "not signed" in said[0]
