@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from builder.errors import ConfigurationError
 from builder.sources.recipe import PROJECT_ROOT
+from builder.package.timestamps import ZIP_EPOCH, ZIP_LAST, source_date_epoch  # noqa: F401  (their home)
 
 
 log = logging.getLogger(__name__)
@@ -192,32 +193,6 @@ def upstream_info(recipe) -> dict:
 
 
 # zip cannot store times before 1980-01-01 (the fallback when nothing pins a date)
-ZIP_EPOCH = 315532800
-ZIP_LAST = 4354819199      # 2107-12-31 23:59:59 UTC: a zip member's DOS time ends there
-
-
-def source_date_epoch(upstream: Mapping | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    """The time every member of a wheel is stamped with (reproducible-builds.org's SOURCE_DATE_EPOCH):
-    the caller's SOURCE_DATE_EPOCH if set, else the pinned application's date (the recipe's
-    `date`, midnight UTC), else 1980-01-01. Two builds of the same pins get the same stamps."""
-    raw = environ.get("SOURCE_DATE_EPOCH")
-    if raw:
-        if not (raw.isascii() and raw.isdigit()):
-            raise ConfigurationError(f"SOURCE_DATE_EPOCH={raw[:40]!r}: expected seconds since 1970 (digits only)")
-        if len(raw) > 12 or int(raw) > ZIP_LAST:
-            raise ConfigurationError(f"SOURCE_DATE_EPOCH={raw[:40]!r} is after 2107-12-31, the last time a zip "
-                                     "member can carry; give a time before it")
-        return max(int(raw), ZIP_EPOCH)
-    date = (upstream or {}).get("date")
-    if date:
-        import datetime
-
-        day = datetime.date.fromisoformat(str(date))
-        return max(int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp()),
-                   ZIP_EPOCH)
-    return ZIP_EPOCH
-
-
 def upstream_urls(upstream: Mapping) -> dict[str, str]:
     """Project-URL entries of the metadata: the application's source at the pinned commit."""
     url, commit = upstream.get("url"), upstream.get("commit")

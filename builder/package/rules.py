@@ -10,7 +10,7 @@ from builder.common import resources
 from builder.errors import RecipeError
 from builder.rocm import rocblas
 from builder.rocm.standins import WheelStandinRule
-from builder.package.glibc_floor import FloorSpec
+from builder.package.floor_spec import FloorSpec
 
 
 log = logging.getLogger(__name__)

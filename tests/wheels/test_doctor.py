@@ -344,7 +344,7 @@ def test_kfd_not_accessible_for_this_user():
 
 
 def test_gfx_names_from_kfd_numbers():
-    d = template_module("doctor")
+    d = template_module("kfd")
     assert [d.gfx_name(v) for v in (110000, 100300, 100301, 90010, 110501, 90012)] == \
         ["gfx1100", "gfx1030", "gfx1031", "gfx90a", "gfx1151", "gfx90c"]
     assert d.override_target("10.3.0") == "gfx1030" and d.override_target("11.0") is None

@@ -143,14 +143,14 @@ def _override_target(environ: Mapping[str, str]) -> Optional[str]:
     value = environ.get("HSA_OVERRIDE_GFX_VERSION")
     if not value:
         return None
-    from .doctor import override_target
+    from .kfd import override_target
     return override_target(value)
 
 
 def machine_gpus(environ: Mapping[str, str]) -> list:
     """The GPUs of the KFD topology, as `moshi-rocm doctor` reads them (MOSHI_ROCM_SYSFS/_DEV honoured)."""
-    from . import doctor
-    gpus, _ = doctor.read_gpus(environ.get(doctor.SYSFS_ENV) or "/sys", environ.get(doctor.DEV_ENV) or "/dev")
+    from . import kfd
+    gpus, _ = kfd.read_gpus(environ.get(kfd.SYSFS_ENV) or "/sys", environ.get(kfd.DEV_ENV) or "/dev")
     return gpus
 
 
@@ -196,7 +196,7 @@ def select_target(info: Mapping, environ: Mapping[str, str], package_dir: Path =
        HSA_OVERRIDE_GFX_VERSION is set, every GPU counts as the target it names;
     4. else none: the tools run on the CPU.
     A wheel that cannot be used (another version, an unreadable _target.json) is skipped, with a
-    warning only if it would have been chosen. `gpus` (doctor.Gpu list) saves reading the machine again.
+    warning only if it would have been chosen. `gpus` (kfd.Gpu list) saves reading the machine again.
     """
     if not is_base(info):
         return Selection(None, "a self-contained wheel", [])
@@ -307,7 +307,7 @@ def automatic_override(info: Mapping, target: Optional[str], environ: Mapping[st
 
 
 def _version_names(value: str) -> Optional[str]:
-    from .doctor import override_target
+    from .kfd import override_target
     return override_target(value)
 
 
