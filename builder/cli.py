@@ -324,7 +324,31 @@ def install_check_cmd(wheelhouse, gpu_target, suites, no_selftest, cache_dir):
         raise SystemExit(1)
 
 
+def _targets_markdown(func):
+    """`targets --markdown`: the README's GPU table from the data alone. It runs before
+    env_options' wrapper, so no build environment is looked for, made or needed."""
+
+    @click.option("--markdown", is_flag=True,
+                  help="Print only the README's GPU table (Markdown): each target CI makes a wheel for and "
+                       "the GPUs that run its code; from the data alone, no build environment needed.")
+    @functools.wraps(func)
+    def wrapper(*, markdown, rocm, **kwargs):
+        if not markdown:
+            return func(rocm=rocm, **kwargs)
+        from builder.package.rules import load_runtime_spec
+        from builder.publish.matrix import family_targets
+        from builder.rocm import target_table
+
+        kernels = set(get_stack(rocm).rocblas_targets)
+        wheels = [t for family in target_table.WHEEL_FAMILIES for t in family_targets(family, kernel_targets=kernels)]
+        click.echo(target_table.markdown(target_table.gpu_rows(
+            wheels, distribution_for=load_runtime_spec().distribution_for)))
+
+    return wrapper
+
+
 @cli.command("targets")
+@_targets_markdown
 @env_cache_option
 @env_options
 def targets_cmd(environment):
