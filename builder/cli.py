@@ -261,8 +261,6 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, base):
 
     A target wheel (moshi-rocm-<gfx>) is checked together with its base wheel moshi-rocm of the
     same version: the one beside it, or --base."""
-    import json
-
     from builder.check import code_selection
     from builder.check import verify
 
@@ -281,11 +279,10 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, base):
         report = verify.verify_wheel(path, build_paths=dirs, probe_root=probe_root, base=base)
         reports.append(report)
         if not as_json:
-            click.echo(f"{path.name} ({report.label}, {report.seconds:.1f} s)")
-            for line in report.lines():
-                click.echo(f"  {line}")
+            for line in verify.report_lines(report):
+                click.echo(line)
     if as_json:
-        click.echo(json.dumps({"ok": all(r.ok for r in reports), "wheels": [r.to_json() for r in reports]}, indent=2))
+        click.echo(verify.json_document(reports))
     if not all(r.ok for r in reports):
         sys.exit(1)  # click returns an Exit code instead of raising it when not standalone
 

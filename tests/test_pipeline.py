@@ -260,7 +260,7 @@ def test_a_bundle_without_the_targets_entry_fails_code_selection(testapp_wheel, 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_testapp_wheels_split_the_code_between_base_and_target(testapp_wheels):
-    from builder.check import reader
+    from builder.common import wheel_reader as reader
     from builder.rocm import gfx
 
     base, target = (reader.inspect_wheel(p) for p in testapp_wheels)

@@ -61,7 +61,7 @@ class Comparison:
 
 def compare_wheels(a: Path, b: Path) -> Comparison:
     """Compare two wheel files (zip archives); NotAWheelError for what is not one (reader's rules)."""
-    from builder.check.reader import open_wheel
+    from builder.common.wheel_reader import open_wheel
 
     sha_a, sha_b = sha256_file(a), sha256_file(b)
     if sha_a == sha_b:

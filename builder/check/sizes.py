@@ -12,7 +12,7 @@ import collections
 import dataclasses
 from pathlib import Path, PurePosixPath
 
-from builder.check.reader import inspect_wheel
+from builder.common.wheel_reader import inspect_wheel
 
 
 @dataclasses.dataclass(frozen=True)

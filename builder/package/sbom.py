@@ -354,7 +354,7 @@ def for_wheel(*, payload, components: Sequence, standins: Sequence[Mapping], inf
     """The document of the wheel build_wheel() is about to pack: the payload staged for it, the
     launcher package copied into its project (not in a target wheel), the grafts auditwheel will
     make (named by the sha256 of the files it will copy)."""
-    from builder.check.reader import grafted_name
+    from builder.common.wheel_reader import grafted_name
     from builder.common.files import sha256_file
 
     kind = payload.kind

@@ -1,4 +1,4 @@
-"""verify's glibc-floor check (builder/check/glibc_floor.py) on a real pair built with a floor.
+"""verify's glibc-floor check (builder/check/checks/glibc_floor.py) on a real pair built with a floor.
 
 The tiny pair of tests/package/test_pair.py, built from files compiled on this machine
 (glibc 2.36) with runtime.toml's [glibc_floor] (no private library: the tiny tools are C):

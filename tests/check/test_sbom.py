@@ -1,4 +1,4 @@
-"""verify's sbom check (builder/check/sbom.py) on small wheels packed with zipfile: the good wheel of
+"""verify's sbom check (builder/check/checks/sbom.py) on small wheels packed with zipfile: the good wheel of
 test_verify.py with its SBOM, without one, with an ELF file no component claims, with an occurrence
 naming a file the wheel lacks, naming another wheel, outside RECORD, not CycloneDX."""
 

@@ -977,17 +977,17 @@ def test_record_problems_fail(tmp_path, elf):
 
 def test_verify_writes_nothing_beside_the_wheel(tmp_path, elf, monkeypatch):
     """A wheel in a read-only folder: members go to the system's temporary directory."""
-    from builder.check import reader
+    from builder.common import wheel_reader
 
     wheel = pack(tmp_path / "wheelhouse", members(elf))
     used = []
-    real = reader.tempfile.TemporaryDirectory
+    real = wheel_reader.tempfile.TemporaryDirectory
 
     def recording(*args, dir=None, **kwargs):
         used.append(dir)
         return real(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(reader.tempfile, "TemporaryDirectory", recording)
+    monkeypatch.setattr(wheel_reader.tempfile, "TemporaryDirectory", recording)
     wheel.parent.chmod(0o555)
     try:
         report = verify.verify_wheel(wheel, probe_root=fake_probe_root(), build_paths=[tmp_path / "build-cache"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.check import reader
+from builder.common import wheel_reader as reader
 from builder.check import compare
 from builder.package import wheel
 from builder.package.rules import parse_runtime_spec

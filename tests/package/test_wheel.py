@@ -29,7 +29,7 @@ from builder.package import linkage
 from builder.package import dpkg
 from builder.package import project
 from builder.package import staging
-from builder.check import reader
+from builder.common import wheel_reader as reader
 from builder.package import wheel
 from builder.errors import BuildStepError, ConfigurationError, RecipeError
 from tests.helpers.payload import LIBS_DIR, TOOL as TINY_TOOL, TOOL_OUTPUT as TINY_TOOL_OUTPUT
@@ -500,7 +500,7 @@ def sbom_of(path: Path) -> tuple[dict, "verify.CheckResult"]:
     """The wheel's SBOM and verify's sbom check on it (the other checks need a real ROCm wheel)."""
     import types
     from builder.check import verify
-    from builder.check.sbom import check_sbom
+    from builder.check.checks.sbom import check_sbom
     from builder.package import sbom
 
     contents = verify.read_wheel(path, [])

@@ -353,7 +353,7 @@ def test_metadata_that_is_not_utf8_is_a_usage_error(tmp_path, capsys):
 
 def test_an_encrypted_metadata_member_is_a_usage_error(tmp_path, capsys):
     """Issue 24, item 9: zipfile raises RuntimeError for a member flagged as encrypted."""
-    from tests.check.test_reader import encrypted
+    from tests.common.test_wheel_reader import encrypted
 
     house = tmp_path / "wh"
     house.mkdir()

@@ -1,21 +1,20 @@
 """Reads a built wheel in one pass: sizes, modes, tags and the dynamic section of every ELF member.
 
-The one reader of built wheels: `moshi-build verify` (verify.py), the size
-report (sizes.py) and the packaging step after auditwheel's repair
-(package/wheel.py) all read through inspect_wheel(). It imports nothing of
-the wheel builder (package/wheel, staging, project); auditwheel's naming of
-grafted files lives here, both ways (grafted_name, built_name).
+The one reader of built wheels: `moshi-build verify` (check/verify.py), the size
+report (check/sizes.py) and the packaging step after auditwheel's repair
+(package/wheel.py, package/sbom.py) all read through inspect_wheel(). It lives in
+common/ because both stages use it, and imports nothing of either (only the ELF
+facts of package/elfinfo.py); auditwheel's naming of grafted files lives here,
+both ways (grafted_name, built_name).
 """
 
 from __future__ import annotations
 import base64
-import binascii
 import contextlib
 import csv
 import dataclasses
 import errno
 import hashlib
-import logging
 import lzma
 import posixpath
 import re
@@ -31,8 +30,6 @@ from builder.errors import NotAWheelError, shorten
 from builder.package import elfinfo
 from builder.package.elfinfo import read_elf
 
-
-log = logging.getLogger(__name__)
 
 # auditwheel's name for a grafted file: libfoo.so.1.2 -> libfoo-<first 8 hex digits of its sha256>.so.1.2
 _GRAFTED = re.compile(r"^(?P<base>.+)-[0-9a-f]{8}(?P<ext>\..+)$")
@@ -242,104 +239,140 @@ def inspect_wheel(path: Path, elf: bool = True, *,
 
 
 def _read(path: Path, tags, elf: bool, scan, examine, strict: bool) -> WheelReport:
-    files, compressed, modes, elves, problems = {}, {}, {}, {}, []
-    names: list[str] = []                              # every file member, as the archive lists it
-    digests: dict[str, dict[str, str]] = {}
-    record_data: dict[str, bytes] = {}
     # ELF members are extracted one at a time to the system's temporary directory (never beside
     # the wheel: its folder may be read-only); a sizes-only read extracts nothing.
     extracts = elf or scan is not None
-    reads = extracts or strict
     with zipfile.ZipFile(path) as zf, (tempfile.TemporaryDirectory(prefix="inspect-") if extracts
                                        else contextlib.nullcontext("")) as tmp:
-        infos = zf.infolist()
-        dist_infos = sorted({i.filename.split("/", 1)[0] for i in infos
+        reading = _Pass(zf, Path(tmp) / "member", elf, scan, examine, strict)
+        for info in reading.installable_members():
+            reading.read_member(info)
+        if strict:
+            reading.check_record()
+    files = reading.files
+    return WheelReport(path, path.stat().st_size, sum(files.values()), files, reading.modes,
+                       sorted(str(t) for t in tags), reading.elves, reading.compressed, reading.problems)
+
+
+class _Pass:
+    """One pass over an open archive: what it holds (files, modes, ELF facts) and what pip would refuse."""
+
+    def __init__(self, zf: zipfile.ZipFile, target: Path, elf: bool, scan, examine, strict: bool) -> None:
+        self.zf, self.target = zf, target            # target: where an ELF member sits while examined
+        self.elf, self.scan, self.examine, self.strict = elf, scan, examine, strict
+        self.reads = elf or scan is not None or strict
+        self.files: dict[str, int] = {}
+        self.compressed: dict[str, int] = {}
+        self.modes: dict[str, int] = {}
+        self.elves: dict[str, elfinfo.ElfInfo] = {}
+        self.problems: list[str] = []
+        self.names: list[str] = []                   # every file member, as the archive lists it
+        self.digests: dict[str, dict[str, str]] = {}
+        self.record_data: dict[str, bytes] = {}
+        self.infos = zf.infolist()
+        dist_infos = sorted({i.filename.split("/", 1)[0] for i in self.infos
                              if "/" in i.filename and i.filename.split("/", 1)[0].endswith(".dist-info")})
-        record_member = f"{dist_infos[0]}/RECORD" if len(dist_infos) == 1 else None
+        self.record_member = f"{dist_infos[0]}/RECORD" if len(dist_infos) == 1 else None
         if len(dist_infos) > 1:
-            problems.append(f"the wheel has {len(dist_infos)} .dist-info folders ({', '.join(dist_infos[:3])}); "
-                            "pip needs exactly one")
-        target = Path(tmp) / "member"
+            self.problems.append(f"the wheel has {len(dist_infos)} .dist-info folders ({', '.join(dist_infos[:3])}); "
+                                 "pip needs exactly one")
+
+    def installable_members(self):
+        """The file members pip would install, in archive order; the others are named in problems."""
         seen = set()
-        for info in infos:
+        for info in self.infos:
             member = info.filename
             why = unsafe_name(member)
             if why:
-                problems.append(f"{shorten(member, 120)} is {why}: pip refuses to install the wheel")
+                self.problems.append(f"{shorten(member, 120)} is {why}: pip refuses to install the wheel")
                 continue
             if info.is_dir():
                 continue
             if member in seen:
-                problems.append(f"{shorten(member, 120)} is in the archive twice")
+                self.problems.append(f"{shorten(member, 120)} is in the archive twice")
                 continue
             seen.add(member)
-            kind = stat.S_IFMT(info.external_attr >> 16)
-            if kind == stat.S_IFLNK:
-                problems.append(f"{shorten(member, 120)} is a symbolic link: pip installs it as a small text file, "
-                                "so it stands for no file of the wheel")
+            if stat.S_IFMT(info.external_attr >> 16) == stat.S_IFLNK:
+                self.problems.append(f"{shorten(member, 120)} is a symbolic link: pip installs it as a small text "
+                                     "file, so it stands for no file of the wheel")
                 continue
-            names.append(member)
-            if info.file_size > MAX_MEMBER_SIZE:
-                problems.append(f"{shorten(member, 120)} declares {info.file_size:,} bytes, over the "
-                                f"{MAX_MEMBER_SIZE >> 30} GiB a member may have: not read")
+            self.names.append(member)
+            if not self._sane_size(info):
                 continue
-            if info.file_size >= _RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                problems.append(f"{shorten(member, 120)} would grow {info.file_size // max(info.compress_size, 1):,} "
-                                f"times when unpacked (at most {MAX_RATIO} is sane): not read")
-                continue
-            files[member] = info.file_size
-            compressed[member] = info.compress_size
-            modes[member] = (info.external_attr >> 16) & 0o7777
-            if not reads:
-                continue
-            is_record = member == record_member
-            hashing = strict and not is_record
-            with zf.open(info) as src:
-                chunk = src.read(64)
-                is_elf = elf and plausible_elf(chunk, info.file_size)
-                if not is_elf and scan is None and not strict:
-                    continue
-                hasher = hashlib.sha256() if hashing else None
-                kept = bytearray() if is_record else None
-                with (open(target, "wb") if is_elf else contextlib.nullcontext()) as dst:
-                    while chunk:
-                        if scan is not None:
-                            scan(member, chunk)
-                        if dst is not None:
-                            dst.write(chunk)
-                        if hasher is not None:
-                            hasher.update(chunk)
-                        if kept is not None and len(kept) <= _CHUNK * 4:
-                            kept.extend(chunk)
-                        chunk = src.read(_CHUNK)
-                if hasher is not None:
-                    digests[member] = {"sha256": _record_digest("sha256", hasher.digest())}
-                if kept is not None:
-                    record_data[member] = bytes(kept)
-            if not is_elf:
-                continue
-            facts = read_elf(target)
-            if facts is not None:
-                elves[member] = dataclasses.replace(facts, path=Path(member))
-                if examine is not None:
-                    examine(member, target, elves[member])
-            target.unlink()
-        if strict:
-            if record_member is None or record_member not in files:
-                problems.append(f"the wheel has no {record_member or '<name>-<version>.dist-info/RECORD'}: "
-                                "pip cannot install or uninstall it")
-            else:
-                record = _read_record(record_data.get(record_member, b""), record_member, problems)
-                if record is not None:
-                    # A stronger hash than sha256 in RECORD: hash that member again with it.
-                    for m, (digest, _) in record.items():
-                        algorithm = digest.partition("=")[0]
-                        if m in digests and algorithm in _RECORD_HASHES and algorithm != "sha256":
-                            h = hashlib.new(algorithm)
-                            with zf.open(m) as src:
-                                for chunk in iter(lambda: src.read(_CHUNK), b""):
-                                    h.update(chunk)
-                            digests[m][algorithm] = _record_digest(algorithm, h.digest())
-                    _compare_record(record, record_member, names, files, digests, problems)
-    return WheelReport(path, path.stat().st_size, sum(files.values()), files, modes,
-                       sorted(str(t) for t in tags), elves, compressed, problems)
+            self.files[member] = info.file_size
+            self.compressed[member] = info.compress_size
+            self.modes[member] = (info.external_attr >> 16) & 0o7777
+            yield info
+
+    def _sane_size(self, info: zipfile.ZipInfo) -> bool:
+        """A member of absurd declared size or compression ratio is named, not read."""
+        member = info.filename
+        if info.file_size > MAX_MEMBER_SIZE:
+            self.problems.append(f"{shorten(member, 120)} declares {info.file_size:,} bytes, over the "
+                                 f"{MAX_MEMBER_SIZE >> 30} GiB a member may have: not read")
+            return False
+        if info.file_size >= _RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            self.problems.append(f"{shorten(member, 120)} would grow {info.file_size // max(info.compress_size, 1):,} "
+                                 f"times when unpacked (at most {MAX_RATIO} is sane): not read")
+            return False
+        return True
+
+    def read_member(self, info: zipfile.ZipInfo) -> None:
+        """Stream one member: to scan, to its sha256 (strict), to RECORD's copy, to a file if it is ELF."""
+        if not self.reads:
+            return
+        member = info.filename
+        is_record = member == self.record_member
+        with self.zf.open(info) as src:
+            chunk = src.read(64)
+            is_elf = self.elf and plausible_elf(chunk, info.file_size)
+            if not is_elf and self.scan is None and not self.strict:
+                return
+            hasher = hashlib.sha256() if self.strict and not is_record else None
+            kept = bytearray() if is_record else None
+            with (open(self.target, "wb") if is_elf else contextlib.nullcontext()) as dst:
+                while chunk:
+                    if self.scan is not None:
+                        self.scan(member, chunk)
+                    if dst is not None:
+                        dst.write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    if kept is not None and len(kept) <= _CHUNK * 4:
+                        kept.extend(chunk)
+                    chunk = src.read(_CHUNK)
+            if hasher is not None:
+                self.digests[member] = {"sha256": _record_digest("sha256", hasher.digest())}
+            if kept is not None:
+                self.record_data[member] = bytes(kept)
+        if is_elf:
+            self._examine_elf(member)
+
+    def _examine_elf(self, member: str) -> None:
+        facts = read_elf(self.target)
+        if facts is not None:
+            self.elves[member] = dataclasses.replace(facts, path=Path(member))
+            if self.examine is not None:
+                self.examine(member, self.target, self.elves[member])
+        self.target.unlink()
+
+    def check_record(self) -> None:
+        """RECORD against the archive, as pip and `installer` check it."""
+        record_member = self.record_member
+        if record_member is None or record_member not in self.files:
+            self.problems.append(f"the wheel has no {record_member or '<name>-<version>.dist-info/RECORD'}: "
+                                 "pip cannot install or uninstall it")
+            return
+        record = _read_record(self.record_data.get(record_member, b""), record_member, self.problems)
+        if record is None:
+            return
+        # A stronger hash than sha256 in RECORD: hash that member again with it.
+        for m, (digest, _) in record.items():
+            algorithm = digest.partition("=")[0]
+            if m in self.digests and algorithm in _RECORD_HASHES and algorithm != "sha256":
+                h = hashlib.new(algorithm)
+                with self.zf.open(m) as src:
+                    for chunk in iter(lambda: src.read(_CHUNK), b""):
+                        h.update(chunk)
+                self.digests[m][algorithm] = _record_digest(algorithm, h.digest())
+        _compare_record(record, record_member, self.names, self.files, self.digests, self.problems)

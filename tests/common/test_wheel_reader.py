@@ -1,4 +1,4 @@
-"""check/reader.py: the one reader of built wheels (verify, the size report, the packaging step)."""
+"""common/wheel_reader.py: the one reader of built wheels (verify, the size report, the packaging step)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from builder.check import reader
+from builder.common import wheel_reader
 from tests.helpers.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def test_inspect_wheel(tmp_path):
         info.external_attr = 0o755 << 16
         zf.writestr(info, exe.read_bytes())
         zf.writestr("demo/__init__.py", "")
-    report = reader.inspect_wheel(path)
+    report = wheel_reader.inspect_wheel(path)
     assert report.tags == ["py3-none-manylinux_2_39_x86_64"]
     assert report.platform_tags == ["manylinux_2_39_x86_64"]
     assert report.modes["demo/bin/tool"] == 0o755
@@ -46,8 +46,8 @@ def test_sizes_only_read_extracts_nothing(tmp_path, monkeypatch):
     def no_temporary_directory(*args, **kwargs):
         raise AssertionError("a sizes-only read extracted something")
 
-    monkeypatch.setattr(reader.tempfile, "TemporaryDirectory", no_temporary_directory)
-    report = reader.inspect_wheel(path, elf=False)
+    monkeypatch.setattr(wheel_reader.tempfile, "TemporaryDirectory", no_temporary_directory)
+    report = wheel_reader.inspect_wheel(path, elf=False)
     assert report.files["demo/big.bin"] == 100_000
     assert 0 < report.compressed["demo/big.bin"] < 1_000
 
@@ -56,17 +56,17 @@ def test_members_are_extracted_to_the_temporary_directory_never_beside_the_wheel
     """The wheel's folder may be read-only (a mounted release, a CI artifact): nothing is written there."""
     path = sizes_wheel(tmp_path)
     used = []
-    real = reader.tempfile.TemporaryDirectory
+    real = wheel_reader.tempfile.TemporaryDirectory
 
     def recording(*args, dir=None, **kwargs):
         used.append(dir)
         return real(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(reader.tempfile, "TemporaryDirectory", recording)
+    monkeypatch.setattr(wheel_reader.tempfile, "TemporaryDirectory", recording)
     before = sorted(tmp_path.iterdir())
     tmp_path.chmod(0o555)
     try:
-        report = reader.inspect_wheel(path, strict=True)
+        report = wheel_reader.inspect_wheel(path, strict=True)
     finally:
         tmp_path.chmod(0o755)
     assert used == [None]
@@ -75,20 +75,20 @@ def test_members_are_extracted_to_the_temporary_directory_never_beside_the_wheel
 
 
 def test_compressed_sizes_and_libs_dir(tmp_path):
-    report = reader.inspect_wheel(sizes_wheel(tmp_path), elf=False)
+    report = wheel_reader.inspect_wheel(sizes_wheel(tmp_path), elf=False)
     assert set(report.compressed) == set(report.files)
     assert report.compressed["demo/big.bin"] < report.files["demo/big.bin"]
     assert report.libs_dir == "demo_pkg.libs"
 
 
 def test_auditwheels_naming_both_ways():
-    grafted = reader.grafted_name("libamdhip64.so.6.4.43484", "0123abcd")
+    grafted = wheel_reader.grafted_name("libamdhip64.so.6.4.43484", "0123abcd")
     assert grafted == "libamdhip64-0123abcd.so.6.4.43484"
     libs = "moshi_rocm_gfx1100.libs"
-    assert reader.built_name(f"{libs}/{grafted}", libs) == "libamdhip64.so.6.4.43484"
+    assert wheel_reader.built_name(f"{libs}/{grafted}", libs) == "libamdhip64.so.6.4.43484"
     # only grafted files lose the hash: a member elsewhere keeps its name
-    assert reader.built_name(f"moshi_rocm/bin/{grafted}", libs) == grafted
-    assert reader.built_name(f"{libs}/libamd_comgr.so.3", libs) == "libamd_comgr.so.3"
+    assert wheel_reader.built_name(f"moshi_rocm/bin/{grafted}", libs) == grafted
+    assert wheel_reader.built_name(f"{libs}/libamd_comgr.so.3", libs) == "libamd_comgr.so.3"
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -104,10 +104,19 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_check_does_not_import_the_wheel_builder():
-    """verify reads a wheel with its own reader: nothing in builder/check imports package/wheel, staging or project."""
+    """verify reads a wheel with its own reader: nothing in builder/check (nor the reader) imports
+    package/wheel, staging or project."""
     builder_side = {"builder.package.wheel", "builder.package.staging", "builder.package.project"}
-    for path in sorted((REPO / "builder" / "check").glob("*.py")):
+    paths = sorted((REPO / "builder" / "check").rglob("*.py")) + [REPO / "builder" / "common" / "wheel_reader.py"]
+    assert len(paths) > 20
+    for path in paths:
         assert not _imported_modules(path) & builder_side, path.name
+
+
+def test_the_reader_imports_nothing_of_check():
+    """The packaging stage reads wheels through it: it must not reach up into the checking stage."""
+    assert not {m for m in _imported_modules(REPO / "builder" / "common" / "wheel_reader.py")
+                if m.startswith("builder.check")}
 
 
 # --------------------------------------------------------------------------- what is not a wheel, and absurd members
@@ -162,7 +171,7 @@ def test_a_file_that_is_not_a_wheel_is_a_usage_error(tmp_path, capsys, case):
     else:
         path.write_bytes(data)
     with pytest.raises(NotAWheelError):
-        reader.inspect_wheel(path, strict=True)
+        wheel_reader.inspect_wheel(path, strict=True)
     assert run_cli(["verify", str(path)]) == NotAWheelError.return_code == 16
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -177,20 +186,20 @@ def test_a_member_of_absurd_size_or_ratio_is_not_read(tmp_path, monkeypatch):
         zf.writestr("demo/bomb.bin", b"\0" * (2 << 20), compress_type=zipfile.ZIP_BZIP2)
         zf.writestr("demo/big.bin", b"1" * 5000)
     read = []
-    report = reader.inspect_wheel(path, scan=lambda member, chunk: read.append(member))
+    report = wheel_reader.inspect_wheel(path, scan=lambda member, chunk: read.append(member))
     assert report.problems[0].startswith("demo/bomb.bin would grow ")
-    assert report.problems[0].endswith(f"times when unpacked (at most {reader.MAX_RATIO} is sane): not read")
+    assert report.problems[0].endswith(f"times when unpacked (at most {wheel_reader.MAX_RATIO} is sane): not read")
     assert "demo/bomb.bin" not in read and "demo/bomb.bin" not in report.files
-    monkeypatch.setattr(reader, "MAX_MEMBER_SIZE", 4096)
-    report = reader.inspect_wheel(path, scan=lambda member, chunk: read.append(member))
+    monkeypatch.setattr(wheel_reader, "MAX_MEMBER_SIZE", 4096)
+    report = wheel_reader.inspect_wheel(path, scan=lambda member, chunk: read.append(member))
     assert "demo/big.bin declares 5,000 bytes, over the 0 GiB a member may have: not read" in report.problems
-    assert reader.MAX_MEMBER_SIZE == 4096 and "demo/big.bin" not in report.files
+    assert wheel_reader.MAX_MEMBER_SIZE == 4096 and "demo/big.bin" not in report.files
 
 
 def test_member_names_pip_refuses():
-    assert reader.unsafe_name("../../evil") and reader.unsafe_name("/abs/path")
-    assert reader.unsafe_name("demo/../../x") and reader.unsafe_name("C:/x") and reader.unsafe_name("a\\..\\b")
-    assert reader.unsafe_name("demo/bin/libx.so") is None and reader.unsafe_name("demo/..x/y") is None
+    assert wheel_reader.unsafe_name("../../evil") and wheel_reader.unsafe_name("/abs/path")
+    assert wheel_reader.unsafe_name("demo/../../x") and wheel_reader.unsafe_name("C:/x") and wheel_reader.unsafe_name("a\\..\\b")
+    assert wheel_reader.unsafe_name("demo/bin/libx.so") is None and wheel_reader.unsafe_name("demo/..x/y") is None
 
 
 # --------------------------------------------------------------------------- property-based: only our errors
@@ -203,7 +212,7 @@ def read_any(directory: Path, data: bytes) -> None:
     path = directory / WHEEL_NAME
     path.write_bytes(data)
     try:
-        report = reader.inspect_wheel(path, strict=True, scan=lambda member, chunk: None)
+        report = wheel_reader.inspect_wheel(path, strict=True, scan=lambda member, chunk: None)
     except NotAWheelError as e:
         assert str(e).startswith(f"{path} is not a wheel: ") and "\n" not in str(e)
     else:
@@ -256,6 +265,6 @@ def test_zips_with_random_names_and_modes_give_a_report_or_our_error(tmp_path, e
 def test_an_elf_magic_in_front_of_zeros_is_not_an_elf_to_write_out():
     """Issue 24, item 8: a member of 1 GiB of zeros behind the magic was written to the temp folder."""
     real = Path(os.path.realpath(sys.executable)).read_bytes()
-    assert reader.plausible_elf(real[:64], len(real))
-    assert not reader.plausible_elf(b"\x7fELF" + bytes(60), 1 << 30)
-    assert not reader.plausible_elf(real[:64], 100)          # its section table would lie past the end
+    assert wheel_reader.plausible_elf(real[:64], len(real))
+    assert not wheel_reader.plausible_elf(b"\x7fELF" + bytes(60), 1 << 30)
+    assert not wheel_reader.plausible_elf(real[:64], 100)          # its section table would lie past the end

@@ -17,15 +17,13 @@ import json
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from builder.check.context import Check, Context
+from builder.check.names import same_version
+from builder.check.results import CheckResult, check_result, counted
+from builder.check.wheel_contents import SBOM_SUFFIX as SUFFIX
 from builder.package.sbom import PROPERTY, SBOM_DIR, SBOM_FILE, validate
 
 NAME = "sbom"
-SUFFIX = f".dist-info/{SBOM_DIR}/{SBOM_FILE}"
-
-
-def is_text_wanted(member: str) -> bool:
-    """Members verify reads whole for this check: the SBOM and RECORD."""
-    return member.endswith((SUFFIX, ".dist-info/RECORD"))
 
 
 def _list(value) -> list:
@@ -40,13 +38,11 @@ def _record_paths(text: str) -> set[str]:
     return {row[0] for row in csv.reader(io.StringIO(text)) if row}
 
 
-def check_sbom(ctx):
-    from builder.check.verify import _count, _result, _same_version
-
+def check_sbom(ctx: Context) -> CheckResult:
     files = ctx.contents.files
     found = sorted(m for m in files if m.endswith(SUFFIX))
     if not found:
-        return _result(NAME, [f"no <dist-info>/{SBOM_DIR}/{SBOM_FILE}: the wheel was made before moshi-build "
+        return check_result(NAME, [f"no <dist-info>/{SBOM_DIR}/{SBOM_FILE}: the wheel was made before moshi-build "
                               "wrote SBOMs; rebuild it with this moshi-build"], "")
     problems: list[str] = []
     if len(found) > 1:
@@ -63,16 +59,16 @@ def check_sbom(ctx):
     try:
         doc = json.loads(text)
     except ValueError as e:
-        return _result(NAME, problems + [f"{member} is not JSON ({e})"], "")
+        return check_result(NAME, problems + [f"{member} is not JSON ({e})"], "")
     if not isinstance(doc, dict) or doc.get("bomFormat") != "CycloneDX":
-        return _result(NAME, problems + [f"{member} is not a CycloneDX document (bomFormat "
+        return check_result(NAME, problems + [f"{member} is not a CycloneDX document (bomFormat "
                                          f"{doc.get('bomFormat') if isinstance(doc, dict) else None!r})"], "")
     errors = validate(text)
     if errors:
         problems.append(f"{member} does not follow the CycloneDX {doc.get('specVersion')} schema: {errors[0]}"
                         + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     top = _dict(_dict(doc.get("metadata")).get("component"))
-    if canonicalize_name(str(top.get("name"))) != wheel_name or not _same_version(top.get("version"), wheel_version):
+    if canonicalize_name(str(top.get("name"))) != wheel_name or not same_version(top.get("version"), wheel_version):
         problems.append(f"{member} describes {top.get('name')} {top.get('version')}, not this wheel "
                         f"({wheel_name} {wheel_version})")
 
@@ -88,15 +84,18 @@ def check_sbom(ctx):
                 owners.setdefault(o["location"], []).append(str(c.get("name")))
     absent = sorted(loc for loc in owners if loc not in files)
     if absent:
-        problems.append(f"occurrences name {_count(len(absent), 'file')} not in the wheel, e.g. {absent[0]} "
+        problems.append(f"occurrences name {counted(len(absent), 'file')} not in the wheel, e.g. {absent[0]} "
                         f"({', '.join(owners[absent[0]])})")
     uncovered = sorted(m for m in ctx.contents.elf if m not in owners)
     if uncovered:
-        problems.append(f"{_count(len(uncovered), 'ELF file')} of the wheel in no component's occurrences: "
+        problems.append(f"{counted(len(uncovered), 'ELF file')} of the wheel in no component's occurrences: "
                         + ", ".join(uncovered[:5]) + (", ..." if len(uncovered) > 5 else ""))
     shared = sorted(m for m, names in owners.items() if len(set(names)) > 1)
     if shared:
         problems.append(f"{shared[0]} is claimed by {', '.join(sorted(set(owners[shared[0]])))}")
     made_of = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    return _result(NAME, problems, f"{_count(len(components), 'component')} ({made_of}); every one of "
-                                   f"{_count(len(ctx.contents.elf), 'ELF file')} belongs to one")
+    return check_result(NAME, problems, f"{counted(len(components), 'component')} ({made_of}); every one of "
+                                        f"{counted(len(ctx.contents.elf), 'ELF file')} belongs to one")
+
+
+CHECK = Check(NAME, check_sbom)
