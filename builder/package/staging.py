@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
-from builder.package import elfinfo
+from builder.common import elfinfo
 from builder.package import linkage
 from builder.package import dpkg
 from builder.rocm import rocblas
@@ -22,7 +22,7 @@ from builder.common.process import check_logged
 from builder.errors import BuildStepError, TargetError, ToolchainError
 from builder.package.linkage import Closure, ExternalLibrary
 from builder.package.rules import RuntimeSpec
-from builder.package.elfinfo import read_elf
+from builder.common.elfinfo import read_elf
 from builder.package.project import SystemPackage, normalized_name
 
 
@@ -271,57 +271,130 @@ def _system_packages(libs: Iterable[ExternalLibrary], root: Path, spec: RuntimeS
     return packages
 
 
+@dataclasses.dataclass
+class _Staging:
+    """What the staging steps of one payload share."""
+    root: Path
+    kind: WheelKind
+    spec: RuntimeSpec
+    runtime_root: Path
+    dirs: list[Path]                     # the runtime root's library directories
+    ext: Tools
+    log_path: Path
+    echo: Callable[[str], None]
+    db: object                           # the runtime root's dpkg database (or None)
+    origins: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    elf_files: list[Path] = dataclasses.field(default_factory=list)
+
+    @property
+    def package_dir(self) -> Path:
+        return self.root / self.kind.package
+
+    @property
+    def bindir(self) -> Path:
+        return self.package_dir / self.kind.bin_dir if self.kind.bin_dir else self.package_dir
+
+    def member(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def place_elf(self, src: Path, dest: Path, origin: tuple[str, str]) -> None:
+        """Copy an ELF file in, give it the wheel's RUNPATH (stripped), and note where it came from."""
+        _copy_file(src, dest, 0o755)
+        _prepare_elf(dest, self.ext, self.log_path, self.kind.runpath)
+        self.elf_files.append(dest)
+        self.origins[self.member(dest)] = origin
+
+
+@dataclasses.dataclass
+class _Dlopened:
+    files: dict[str, Path] = dataclasses.field(default_factory=dict)            # SONAME -> staged file
+    sources: list[ExternalLibrary] = dataclasses.field(default_factory=list)
+    openers: dict[str, ExternalLibrary] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _DataDirs:
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    dirs: dict[str, tuple[Path, int, int]] = dataclasses.field(default_factory=dict)
+    sources: list[Path] = dataclasses.field(default_factory=list)
+
+
 def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
                   gpu_target: str | None, spec: RuntimeSpec, ext: Tools, log_path: Path,
                   echo: Callable[[str], None] = print, standins: Sequence[Mapping] = (),
                   compile_library: standins_mod.CompileLibrary = standins_mod.host_compiler,
                   kind: WheelKind | None = None) -> Payload:
+    """Lay out one wheel's files under `root`: our files, the libraries opened with dlopen(), the
+    stand-ins, the data folders, the system packages' notices and (base wheel) the glibc floor."""
     runtime_root = Path(runtime_root)
     kind = kind or WheelKind.single(spec, gpu_target)
-    gpu_target = kind.gpu_target
-    package_dir = root / kind.package
-    bindir = package_dir / kind.bin_dir if kind.bin_dir else package_dir
-    libs_dir = root / kind.libs_dir
-    bindir.mkdir(parents=True)
     dirs = linkage.library_dirs(runtime_root)
     if not dirs:
         raise ToolchainError(f"{runtime_root}: no library directories (no etc/ld.so.conf, no usr/lib)")
+    st = _Staging(root, kind, spec, runtime_root, dirs, ext, log_path, echo, dpkg.PackageDatabase.for_root(runtime_root))
+    st.bindir.mkdir(parents=True)
+    tool_files, lib_files, shared = _stage_own_files(st, prefixes, tools)
+    closure = linkage.external_closure(st.elf_files, runtime_root, dirs, root, exclude=kind.provides)
+    dlopened = _stage_dlopened(st, closure, lib_files)
+    _check_closure_found(closure, runtime_root)
+    generated = _make_standins(closure, st.elf_files, spec, runtime_root, root.parent / "standins", compile_library,
+                               echo)
+    data = _stage_data_dirs(st, closure)
+    library_origins = {soname: ("standin", generated[soname]["package"]) if soname in generated
+                       else _root_origin(st.db, lib.realpath, lib.path) for soname, lib in closure.libraries.items()}
+    # The base wheel's shared runtime (libamdhip64) is the root's too: its package's license ships.
+    shared_sources = [ExternalLibrary(soname, real, real) for soname, real in shared.items()]
+    system = _system_packages([l for l in list(closure.libraries.values()) + dlopened.sources + shared_sources
+                               if l.soname not in generated], runtime_root, spec, echo,
+                              standins, root.parent / "standin-notices", files=data.sources)
+    system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
+    trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", kind.gpu_target, echo) \
+        if spec.trim_device_code and kind.gpu_target else None
+    floor = None
+    if spec.glibc_floor is not None and kind.name == "base":
+        floor = _stage_floor_of_base(st, closure, compile_library, system, generated)
+    first = [d for d in (root.parent / "standins" if generated else None, trimmed_dir) if d]
+    ldpaths = list(dict.fromkeys(first + dirs + closure.directories))
+    provides = sorted({facts.soname for f in st.elf_files if f.parent == st.bindir
+                       and (facts := read_elf(f)) is not None and facts.soname}) if kind.name == "base" else []
+    return Payload(root, st.package_dir, list(tool_files), st.elf_files, closure, dlopened.files, dlopened.openers,
+                   data.env, data.dirs, system, ldpaths, list(generated.values()), kind, provides, st.origins,
+                   library_origins, floor)
 
-    tool_files, lib_files, data_files = _collect_sources(prefixes, tools, spec)
-    shared = _shared_runtime(spec, runtime_root, dirs) if kind.name == "base" else {}
+
+def _stage_own_files(st: _Staging, prefixes: Mapping[str, Path], tools: Sequence[str]):
+    """The tools, libraries and data files of the step prefixes (and, in the base wheel, the shared
+    runtime from the root) into bin/; our fat binaries trimmed to the target.
+    Returns (tool files, library files, the shared runtime's SONAME -> file)."""
+    tool_files, lib_files, data_files = _collect_sources(prefixes, tools, st.spec)
+    shared = _shared_runtime(st.spec, st.runtime_root, st.dirs) if st.kind.name == "base" else {}
     lib_files.update(shared)
-    db = dpkg.PackageDatabase.for_root(runtime_root)
-    origins: dict[str, tuple[str, str]] = {}
-    member = lambda path: path.relative_to(root).as_posix()
-    elf_files: list[Path] = []
     for name, src in {**tool_files, **lib_files}.items():
-        dest = bindir / name
-        _copy_file(src, dest, 0o755)
-        _prepare_elf(dest, ext, log_path, kind.runpath)
-        elf_files.append(dest)
-        origins[member(dest)] = _root_origin(db, src) if name in shared else _step_of(src, prefixes)
+        st.place_elf(src, st.bindir / name,
+                     _root_origin(st.db, src) if name in shared else _step_of(src, prefixes))
     for name, src in data_files.items():
-        _copy_file(src, bindir / name, 0o644)
-        origins[member(bindir / name)] = _step_of(src, prefixes)
-    echo(f"staged {len(tool_files)} tools, {len(lib_files)} libraries, {len(data_files)} data files")
-    if spec.trim_device_code and gpu_target:
+        _copy_file(src, st.bindir / name, 0o644)
+        st.origins[st.member(st.bindir / name)] = _step_of(src, prefixes)
+    st.echo(f"staged {len(tool_files)} tools, {len(lib_files)} libraries, {len(data_files)} data files")
+    gpu_target = st.kind.gpu_target
+    if st.spec.trim_device_code and gpu_target:
         # Our own fat binaries (ggml-hip) carry only their target already; their compressed
         # bundles are compressed again, harder (offload.ZSTD_LEVEL).
         from builder.rocm import offload
 
-        for path in elf_files:
+        for path in st.elf_files:
             if offload.fatbin_section(path) is not None:
                 r = offload.trim_to_target(path, gpu_target)
-                echo(f"{path.name}: {r.bundles} bundles, {r.entries_dropped} code objects of other targets "
-                     f"dropped, {r.bytes_saved / 1e6:.1f} MB saved by compressing {r.compressed_bundles} again")
+                st.echo(f"{path.name}: {r.bundles} bundles, {r.entries_dropped} code objects of other targets "
+                        f"dropped, {r.bytes_saved / 1e6:.1f} MB saved by compressing {r.compressed_bundles} again")
+    return tool_files, lib_files, shared
 
-    closure = linkage.external_closure(elf_files, runtime_root, dirs, root, exclude=kind.provides)
 
-    # dlopen'd libraries: staged beside the library that opens them.
-    dlopened: dict[str, Path] = {}
-    dlopen_sources: list[ExternalLibrary] = []
-    openers: dict[str, ExternalLibrary] = {}
-    for rule in spec.dlopen:
+def _stage_dlopened(st: _Staging, closure: Closure, lib_files: Mapping[str, Path]) -> _Dlopened:
+    """Libraries opened with dlopen() (runtime.toml [[dlopen]]): staged beside the library that
+    opens them, their own closure added to the wheel's."""
+    done = _Dlopened()
+    for rule in st.spec.dlopen:
         if rule.needed_by:
             external = closure.matching(rule.needed_by)
             internal = [n for n in lib_files if fnmatch.fnmatchcase(n, rule.needed_by)]
@@ -331,30 +404,33 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
             external, internal = [], []
         if not rule.bundle:
             if rule.soname not in closure.libraries:  # linked by DT_NEEDED instead: grafted as such
-                echo(f"not bundling {rule.soname} (opened by {rule.needed_by}): {rule.reason}")
+                st.echo(f"not bundling {rule.soname} (opened by {rule.needed_by}): {rule.reason}")
             continue
-        found = linkage.find_library(rule.soname, dirs)
+        found = linkage.find_library(rule.soname, st.dirs)
         if found is None:
-            raise ToolchainError(f"{rule.soname} ({rule.reason or 'opened with dlopen'}) is not in {runtime_root}'s "
-                                 f"library directories; install the package that provides it there")
-        real = linkage.resolve_in_root(runtime_root, linkage.in_root_path(runtime_root, found))
-        dest = (bindir if internal and not external else libs_dir) / rule.soname
+            raise ToolchainError(f"{rule.soname} ({rule.reason or 'opened with dlopen'}) is not in "
+                                 f"{st.runtime_root}'s library directories; install the package that provides it there")
+        real = linkage.resolve_in_root(st.runtime_root, linkage.in_root_path(st.runtime_root, found))
+        dest = (st.bindir if internal and not external else st.root / st.kind.libs_dir) / rule.soname
         _copy_file(real, dest, 0o755)
-        _prepare_elf(dest, ext, log_path, kind.runpath)
-        dlopened[rule.soname] = dest
-        origins[member(dest)] = _root_origin(db, real, found)
-        dlopen_sources.append(ExternalLibrary(rule.soname, found, real))
+        _prepare_elf(dest, st.ext, st.log_path, st.kind.runpath)
+        done.files[rule.soname] = dest
+        st.origins[st.member(dest)] = _root_origin(st.db, real, found)
+        done.sources.append(ExternalLibrary(rule.soname, found, real))
         if external:
-            openers[rule.soname] = external[0]
-        more = linkage.external_closure([dest], runtime_root, dirs, root, exclude=kind.provides)
+            done.openers[rule.soname] = external[0]
+        more = linkage.external_closure([dest], st.runtime_root, st.dirs, st.root, exclude=st.kind.provides)
         for soname, lib in more.libraries.items():
             closure.libraries.setdefault(soname, lib).needed_by.update(lib.needed_by)
         closure.unresolved.update(more.unresolved)
         closure.outside_root.update(more.outside_root)
-        elf_files.append(dest)
+        st.elf_files.append(dest)
         closure.libraries.pop(rule.soname, None)  # it is a file of the wheel now
-        echo(f"bundled {rule.soname} from {real} for {rule.needed_by or 'every wheel'}")
+        st.echo(f"bundled {rule.soname} from {real} for {rule.needed_by or 'every wheel'}")
+    return done
 
+
+def _check_closure_found(closure: Closure, runtime_root: Path) -> None:
     if closure.unresolved:
         raise BuildStepError("libraries not found in the runtime root " f"{runtime_root}: " + "; ".join(
             f"{s} (needed by {', '.join(sorted(b))})" for s, b in sorted(closure.unresolved.items())))
@@ -362,13 +438,12 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         raise BuildStepError("libraries resolve outside the runtime root (absolute symlinks?): " + ", ".join(
             f"{s} -> {p}" for s, p in sorted(closure.outside_root.items())))
 
-    generated = _make_standins(closure, elf_files, spec, runtime_root, root.parent / "standins", compile_library, echo)
 
-    # Data folders read at run time (rocBLAS kernels), filtered to this target.
-    env: dict[str, str] = {}
-    data_dirs: dict[str, tuple[Path, int, int]] = {}
-    data_sources: list[Path] = []
-    for rule in spec.data_dirs:
+def _stage_data_dirs(st: _Staging, closure: Closure) -> _DataDirs:
+    """Data folders read at run time (rocBLAS kernels), filtered to this target."""
+    data = _DataDirs()
+    gpu_target = st.kind.gpu_target
+    for rule in st.spec.data_dirs:
         readers = closure.matching(rule.needed_by)
         if not readers:
             continue
@@ -379,60 +454,49 @@ def stage_payload(*, root: Path, prefixes: Mapping[str, Path], tools: Sequence[s
         if rule.select == "gpu_target":   # by the gfx names in the file names, as Tensile names them
             if not gpu_target:
                 raise BuildStepError(f"{rule.name}: read by {readers[0].soname}, which is target-specific, but "
-                                     f"it is in the {kind.name} wheel's closure; check shared_runtime in runtime.toml")
+                                     f"it is in the {st.kind.name} wheel's closure; check shared_runtime in runtime.toml")
             available = rocblas.targets_in_names(rel)
             if gpu_target not in available:
                 raise TargetError(f"{rule.name}: {source} has files for {', '.join(sorted(available))} "
                                   f"but none for {gpu_target}")
             keep = set(rocblas.select_target_files(rel, gpu_target))
-        dest_dir = package_dir / rule.into
+        dest_dir = st.package_dir / rule.into
         saved = 0
         for p, r in zip(files, rel):
             if r in keep:
                 _copy_file(p, dest_dir / r, 0o644)
-                origins[member(dest_dir / r)] = _root_origin(db, p)
-                data_sources.append(p)
-                if spec.trim_device_code and rule.select == "gpu_target" and rocblas.is_bundle_file(r):
+                st.origins[st.member(dest_dir / r)] = _root_origin(st.db, p)
+                data.sources.append(p)
+                if st.spec.trim_device_code and rule.select == "gpu_target" and rocblas.is_bundle_file(r):
                     from builder.rocm import offload
 
                     result = offload.trim_bundle_file(dest_dir / r, gpu_target)
                     saved += result.bytes_saved if result else 0
         if saved:
-            echo(f"{rule.name}: code-object bundles {saved / 1e6:.1f} MB smaller, compressed again")
+            st.echo(f"{rule.name}: code-object bundles {saved / 1e6:.1f} MB smaller, compressed again")
         if rule.env:
-            env[rule.env] = rule.into
-        data_dirs[rule.name] = (source, len(keep), len(files) - len(keep))
-        echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
+            data.env[rule.env] = rule.into
+        data.dirs[rule.name] = (source, len(keep), len(files) - len(keep))
+        st.echo(f"{rule.name}: {len(keep)} of {len(files)} files from {source}")
+    return data
 
-    library_origins = {soname: ("standin", generated[soname]["package"]) if soname in generated
-                       else _root_origin(db, lib.realpath, lib.path) for soname, lib in closure.libraries.items()}
-    # The base wheel's shared runtime (libamdhip64) is the root's too: its package's license ships.
-    shared_sources = [ExternalLibrary(soname, real, real) for soname, real in shared.items()]
-    system = _system_packages([l for l in list(closure.libraries.values()) + dlopen_sources + shared_sources
-                               if l.soname not in generated], runtime_root, spec, echo,
-                              standins, root.parent / "standin-notices", files=data_sources)
-    system += [_standin_package(record, root.parent / "standin-notices") for record in generated.values()]
-    trimmed_dir = _trim_device_code(closure, root.parent / "trimmed", gpu_target, echo) \
-        if spec.trim_device_code and gpu_target else None
-    floor = None
-    if spec.glibc_floor is not None and kind.name == "base":
-        floor, private = _stage_floor(spec, runtime_root, dirs, bindir, elf_files, closure, ext, log_path,
-                                      root.parent / "glibc-compat", compile_library, echo)
-        for path, real in private.items():
-            origins[member(path)] = _root_origin(db, real)
-        compat = bindir / spec.glibc_floor.compat_soname
-        origins[member(compat)] = ("standin", floor["compat"]["package"])
-        system += _system_packages([ExternalLibrary(p.name, real, real) for p, real in private.items()],
-                                   runtime_root, spec, echo)
-        system.append(_standin_package(floor["compat"], root.parent / "standin-notices"))
-        generated[spec.glibc_floor.compat_soname] = floor["compat"]
-    first = [d for d in (root.parent / "standins" if generated else None, trimmed_dir) if d]
-    ldpaths = list(dict.fromkeys(first + dirs + closure.directories))
-    provides = sorted({facts.soname for f in elf_files if f.parent == bindir
-                       and (facts := read_elf(f)) is not None and facts.soname}) if kind.name == "base" else []
-    return Payload(root, package_dir, list(tool_files), elf_files, closure, dlopened, openers, env,
-                   data_dirs, system, ldpaths, list(generated.values()), kind, provides, origins, library_origins,
-                   floor)
+
+def _stage_floor_of_base(st: _Staging, closure: Closure, compile_library: standins_mod.CompileLibrary,
+                         system: list[SystemPackage], generated: dict) -> dict:
+    """The base wheel's glibc floor: its compatibility library and private libraries staged, their
+    packages added to `system` and the library to `generated`. Returns the floor's record."""
+    spec, root = st.spec, st.root
+    floor, private = _stage_floor(spec, st.runtime_root, st.dirs, st.bindir, st.elf_files, closure, st.ext,
+                                  st.log_path, root.parent / "glibc-compat", compile_library, st.echo)
+    for path, real in private.items():
+        st.origins[st.member(path)] = _root_origin(st.db, real)
+    compat = st.bindir / spec.glibc_floor.compat_soname
+    st.origins[st.member(compat)] = ("standin", floor["compat"]["package"])
+    system += _system_packages([ExternalLibrary(p.name, real, real) for p, real in private.items()],
+                               st.runtime_root, spec, st.echo)
+    system.append(_standin_package(floor["compat"], root.parent / "standin-notices"))
+    generated[spec.glibc_floor.compat_soname] = floor["compat"]
+    return floor
 
 
 def _stage_floor(spec: RuntimeSpec, runtime_root: Path, dirs: Sequence[Path], bindir: Path, elf_files: list[Path],

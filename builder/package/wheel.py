@@ -24,6 +24,7 @@ find_tools()), files from globs and rules in builder/resources/runtime.toml.
 
 from __future__ import annotations
 import contextlib
+import dataclasses
 import json
 import zipfile
 import logging
@@ -44,7 +45,7 @@ from builder.common.files import sha256_file
 from builder.errors import BuildStepError, ConfigurationError, TargetError
 from builder.package.rules import RuntimeSpec
 from builder.package.project import Component, TEMPLATE_DIR, source_date_epoch, provenance_paragraph, upstream_urls, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
-from builder.package.elfinfo import read_elf
+from builder.common.elfinfo import read_elf
 from builder.package.staging import PAYLOAD_MARKER, Payload, WheelKind, _copy_file, find_external_tools, stage_payload
 from builder.common.wheel_reader import WheelReport, grafted_name, inspect_wheel
 
@@ -60,7 +61,7 @@ def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec,
     auditwheel should graft under the names its sha256 gives, the graft that opens
     each dlopen'd library); returns warnings, raises on errors. What the wheel alone
     shows (manylinux tag, $ORIGIN RPATHs, dlopen'd libraries beside their opener, ...)
-    is `moshi-build verify`'s (check/verify.py), which the pipeline runs next.
+    is `moshi-build verify`'s (check/verify.py and check/checks/), which the pipeline runs next.
     """
     problems, warnings = [], []
     kind = payload.kind
@@ -93,6 +94,39 @@ def verify_repaired(report: WheelReport, payload: Payload, spec: RuntimeSpec,
     return warnings
 
 
+@dataclasses.dataclass
+class WheelJob:
+    """What one wheel's stages share: the request, checked, and the names derived from it."""
+    kind: str                        # "single", "base" or "target"
+    target: str | None
+    layout: WheelKind
+    spec: RuntimeSpec
+    tools: Sequence[str]
+    components: list[Component]
+    version: str                     # the wheel's version (wheel_version())
+    upstream: dict
+    build_info: dict                 # without the stand-ins and kernel targets, which go elsewhere
+    standins: list
+    kernel_targets: object
+    epoch: int                       # SOURCE_DATE_EPOCH of every member
+    ext: object                      # the external tools (strip, patchelf, ...)
+    out_dir: Path
+    log_path: Path
+    echo: Callable[[str], None]
+    start: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def distribution(self) -> str:
+        return self.layout.distribution
+
+    @property
+    def norm(self) -> str:
+        return normalized_name(self.distribution)
+
+    def elapsed(self) -> str:
+        return f"[{time.monotonic() - self.start:.0f} s]"
+
+
 def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequence[str], runtime_root: Path,
                 components: Sequence[Component | Sequence | Mapping], out_dir: Path, version: str,
                 build_number: int = 0, spec: RuntimeSpec | None = None,
@@ -119,12 +153,69 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
     base_floor: a target wheel's base wheel's glibc floor record (floor_of()), when runtime.toml has one
     models:    the application's model lists (package/models.py collect()): the base wheel's models.json
     """
+    spec = spec or rules.load_runtime_spec()
+    job = _start_job(kind=kind, target=target, tools=tools, spec=spec, components=components, version=version,
+                     build_number=build_number, build_info=build_info, upstream=upstream, provides=provides,
+                     base_floor=base_floor, out_dir=out_dir, echo=echo)
+    work = Path(tempfile.mkdtemp(prefix=f".{job.norm}-", dir=work_dir or job.out_dir))
+    # auditwheel unpacks and re-zips: the folders it makes (and stores) get the umask's mode
+    umask = os.umask(0o022)
+    try:
+        # 1. payload, with the wheel's record (_runtime.json / _target.json) and models.json
+        payload = stage_payload(root=work / "payload", prefixes=prefixes, tools=tools, runtime_root=runtime_root,
+                                gpu_target=target, spec=spec, ext=job.ext, log_path=job.log_path, echo=echo,
+                                standins=job.standins, compile_library=compile_library, kind=job.layout)
+        floor_record = payload.glibc_floor if kind == "base" else dict(base_floor or {}) or None
+        info_file, shared = _write_record(job, payload, floor_record)
+        if models and kind != "target":
+            (payload.package_dir / "models.json").write_text(json.dumps(models, indent=1, sort_keys=True) + "\n")
+        (payload.root / PAYLOAD_MARKER).write_text(json.dumps(
+            {"prefixes": {k: str(v) for k, v in prefixes.items()}, "runtime_root": str(runtime_root)}, indent=2))
+        # 2. project, 3. plain wheel, 4. repair, 5. check and publish
+        project = _make_project(job, work, template_dir, payload, info_file, shared)
+        built = _pack(job, work, project, payload)
+        repaired, hashes = _repair(job, work, built, payload, floor_record)
+        return _check_and_publish(job, repaired, payload, hashes)
+    finally:
+        os.umask(umask)
+        if keep_work:
+            echo(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _start_job(*, kind: str, target: str | None, tools: Sequence[str], spec: RuntimeSpec, components,
+               version: str, build_number: int, build_info: Mapping | None, upstream: Mapping | None,
+               provides: Sequence[str], base_floor: Mapping | None, out_dir: Path,
+               echo: Callable[[str], None]) -> WheelJob:
+    """The request checked (kind, target, tools, the floor's needs, license files), its log opened."""
     upstream = dict(upstream or {})
-    epoch = source_date_epoch(upstream)
     build_info = dict(build_info or {})
     standins = list(build_info.pop("standins", []) or [])
     kernel_targets = build_info.pop("rocblas_kernel_targets", None)
-    spec = spec or rules.load_runtime_spec()
+    _check_request(kind, target, tools, spec, base_floor)
+    layout = {"single": lambda: WheelKind.single(spec, target), "base": lambda: WheelKind.base(spec),
+              "target": lambda: WheelKind.target(spec, target, provides)}[kind]()
+    comps = [Component.coerce(c) for c in components]
+    for c in comps:
+        for f in c.license_files:
+            if not f.is_file():
+                raise BuildStepError(f"license file of {c.name} not found: {f}")
+    wheel_ver = wheel_version(version, build_number, spec.version_format, upstream.get("date"))
+    ext = find_external_tools(spec.strip)
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / f"{normalized_name(layout.distribution)}-{wheel_ver}.log"
+    log_path.write_text("")
+    echo(f"{layout.distribution} {wheel_ver}: log {log_path}")
+    return WheelJob(kind=kind, target=target, layout=layout, spec=spec, tools=tools, components=comps,
+                    version=wheel_ver, upstream=upstream, build_info=build_info, standins=standins,
+                    kernel_targets=kernel_targets, epoch=source_date_epoch(upstream), ext=ext, out_dir=out_dir,
+                    log_path=log_path, echo=echo)
+
+
+def _check_request(kind: str, target: str | None, tools: Sequence[str], spec: RuntimeSpec,
+                   base_floor: Mapping | None) -> None:
     if kind not in ("single", "base", "target"):
         raise ConfigurationError(f"unknown wheel kind {kind!r}")
     if kind != "base" and not gfx.is_gfx_name(target or ""):
@@ -139,177 +230,167 @@ def build_wheel(*, target: str | None, prefixes: Mapping[str, Path], tools: Sequ
     if spec.glibc_floor is not None and kind == "target" and not base_floor:
         raise ConfigurationError("a target wheel with a glibc floor needs its base wheel's floor record "
                                  "(its _runtime.json 'glibc_floor'); build the base wheel with this moshi-build")
-    layout = {"single": lambda: WheelKind.single(spec, target), "base": lambda: WheelKind.base(spec),
-              "target": lambda: WheelKind.target(spec, target, provides)}[kind]()
-    comps = [Component.coerce(c) for c in components]
-    for c in comps:
-        for f in c.license_files:
-            if not f.is_file():
-                raise BuildStepError(f"license file of {c.name} not found: {f}")
-    distribution = layout.distribution
-    norm = normalized_name(distribution)
-    wheel_ver = wheel_version(version, build_number, spec.version_format, upstream.get("date"))
-    points = entry_points(tools)
-    scripts = package_scripts(spec.package, points) if kind != "target" else {}
-    ext = find_external_tools(spec.strip)
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / f"{norm}-{wheel_ver}.log"
-    log_path.write_text("")
-    echo(f"{distribution} {wheel_ver}: log {log_path}")
-    start = time.monotonic()
-    elapsed = lambda: f"[{time.monotonic() - start:.0f} s]"
 
-    work = Path(tempfile.mkdtemp(prefix=f".{norm}-", dir=work_dir or out_dir))
-    # auditwheel unpacks and re-zips: the folders it makes (and stores) get the umask's mode
-    umask = os.umask(0o022)
-    try:
-        # 1. payload
-        payload = stage_payload(root=work / "payload", prefixes=prefixes, tools=tools, runtime_root=runtime_root,
-                                gpu_target=target, spec=spec, ext=ext, log_path=log_path, echo=echo,
-                                standins=standins, compile_library=compile_library, kind=layout)
-        all_components = comps
-        system = payload.system
-        shared = {
-            "kind": kind, "distribution": distribution, "version": wheel_ver,
-            "components": [{"name": c.name, "version": c.version, "license": c.license} for c in all_components],
-            "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
-                                 "libraries": list(p.libraries)} for p in system],
-            "build": build_info,
-            # The application's pinned source: the version's date and the commit it was built from.
-            "upstream": upstream,
-            # Generated libraries standing in for a package (stacks.toml, runtime.toml), with what they define.
-            "standins": [s for s in standins if any(p.package == s.get("package") for p in system)]
-                        + payload.standins,
-            # runtime.toml's [[dlopen]] rules the wheel was made with: `moshi-build verify` checks them.
-            "dlopen": [r.to_json() for r in spec.dlopen],
-        }
-        floor_record = payload.glibc_floor if kind == "base" else dict(base_floor or {}) or None
-        if floor_record:
-            shared["glibc_floor"] = floor_record
-        if kind == "target":
-            base = f"{spec.base_distribution}=={wheel_ver}"
-            backends = sorted(f.name for f in payload.elf_files if f.parent == payload.package_dir
-                              and f.name not in payload.dlopened)
-            info_file = payload.package_dir / "_target.json"
-            info = {**shared, "gpu_target": target, "base": spec.base_distribution, "requires": base,
-                    "backend": backends[0] if len(backends) == 1 else backends,
-                    "env": payload.env, "library_dirs": [".", f"../{layout.libs_dir}"]}
+
+def _write_record(job: WheelJob, payload: Payload, floor_record: Mapping | None) -> tuple[Path, dict]:
+    """The wheel's own record: _target.json in a target wheel, _runtime.json otherwise (docs/WHEEL-PAIR.md).
+    Returns (its path, the part every kind shares)."""
+    kind, spec, system = job.kind, job.spec, payload.system
+    shared = {
+        "kind": kind, "distribution": job.distribution, "version": job.version,
+        "components": [{"name": c.name, "version": c.version, "license": c.license} for c in job.components],
+        "system_packages": [{"package": p.package, "version": p.version, "license": p.license,
+                             "libraries": list(p.libraries)} for p in system],
+        "build": job.build_info,
+        # The application's pinned source: the version's date and the commit it was built from.
+        "upstream": job.upstream,
+        # Generated libraries standing in for a package (stacks.toml, runtime.toml), with what they define.
+        "standins": [s for s in job.standins if any(p.package == s.get("package") for p in system)]
+                    + payload.standins,
+        # runtime.toml's [[dlopen]] rules the wheel was made with: `moshi-build verify` checks them.
+        "dlopen": [r.to_json() for r in spec.dlopen],
+    }
+    if floor_record:
+        shared["glibc_floor"] = floor_record
+    if kind == "target":
+        backends = sorted(f.name for f in payload.elf_files if f.parent == payload.package_dir
+                          and f.name not in payload.dlopened)
+        info_file = payload.package_dir / "_target.json"
+        info = {**shared, "gpu_target": job.target, "base": spec.base_distribution,
+                "requires": f"{spec.base_distribution}=={job.version}",
+                "backend": backends[0] if len(backends) == 1 else backends,
+                "env": payload.env, "library_dirs": [".", f"../{job.layout.libs_dir}"]}
+    else:
+        info_file = payload.package_dir / "_runtime.json"
+        info = {**shared, "package": spec.package,
+                "tools": list(job.tools), "entry_points": entry_points(job.tools), "bin_dir": spec.bin_dir,
+                "library_dirs": [spec.bin_dir, f"../{job.layout.libs_dir}"],
+                "env": payload.env,
+                "launcher": {"device_flags": list(spec.device_flags),
+                             "device_aliases": [list(a) for a in spec.device_aliases]},
+                "distribution_pattern": spec.distribution,
+                "targets": target_table_for_runtime(job.kernel_targets,
+                                                    job.build_info.get("rocblas_label", "rocBLAS"))}
+        if kind == "single":
+            info["gpu_target"] = job.target
+            del info["kind"]
         else:
-            info_file = payload.package_dir / "_runtime.json"
-            info = {**shared, "package": spec.package,
-                    "tools": list(tools), "entry_points": points, "bin_dir": spec.bin_dir,
-                    "library_dirs": [spec.bin_dir, f"../{layout.libs_dir}"],
-                    "env": payload.env,
-                    "launcher": {"device_flags": list(spec.device_flags),
-                                 "device_aliases": [list(a) for a in spec.device_aliases]},
-                    "distribution_pattern": spec.distribution,
-                    "targets": target_table_for_runtime(kernel_targets, build_info.get("rocblas_label", "rocBLAS"))}
-            if kind == "single":
-                info["gpu_target"] = target
-                del info["kind"]
-            else:
-                info.update(target_distribution=spec.distribution, target_package=spec.target_package_for("{gpu_target}"),
-                            provides=payload.provides)
-        info_file.write_text(json.dumps(info, indent=2) + "\n")
-        if models and kind != "target":
-            (payload.package_dir / "models.json").write_text(json.dumps(models, indent=1, sort_keys=True) + "\n")
-        (payload.root / PAYLOAD_MARKER).write_text(json.dumps(
-            {"prefixes": {k: str(v) for k, v in prefixes.items()}, "runtime_root": str(runtime_root)}, indent=2))
+            info.update(target_distribution=spec.distribution, target_package=spec.target_package_for("{gpu_target}"),
+                        provides=payload.provides)
+    info_file.write_text(json.dumps(info, indent=2) + "\n")
+    return info_file, shared
 
-        # 2. project
-        project = work / "project"
-        shutil.copytree(template_dir, project, ignore=shutil.ignore_patterns("*.in", "__pycache__", "build"))
-        licenses = project / "LICENSES"
-        for c in all_components:
-            for i, f in enumerate(c.license_files):
-                dest = licenses / c.name / f.name
-                if dest.exists():
-                    dest = licenses / c.name / f"{i}-{f.name}"
-                _copy_file(f, dest, 0o644)
-        for p in system:
-            _copy_file(p.copyright, licenses / "system" / p.package / "copyright", 0o644)
-        expression = license_expression([c.license for c in all_components] + [p.license for p in system])
-        summary = spec.base_summary if kind == "base" else spec.summary.format(gpu_target=target)
-        (project / "pyproject.toml").write_text(render_pyproject(
-            (template_dir / "pyproject.toml.in").read_text(), name=distribution, version=wheel_ver,
-            summary=summary, license=expression,
-            keywords=[k.format(gpu_target=target) for k in spec.keywords if target or "{gpu_target}" not in k],
-            packages=[f"src/{spec.package}"] if kind != "target" else [],
-            scripts=scripts, dependencies=[base] if kind == "target" else [],
-            urls=upstream_urls(upstream), rocm_stack=build_info.get("rocm_stack")))
-        readme = {"single": "README.md.in", "base": "README-base.md.in", "target": "README-target.md.in"}[kind]
-        (project / "README.md").write_text(render_readme(
-            (template_dir / readme).read_text(), distribution=distribution, gpu_target=target or "",
-            gpus=_known_gpus(target) if target else [], package=spec.package, bin_dir=spec.bin_dir,
-            tools=list(tools), components=all_components, system=system,
-            base=spec.base_distribution, version=wheel_ver, target_package=layout.package)
-            + provenance_paragraph(upstream, build_info.get("rocm_stack")))
-        # The SBOM (PEP 770): wheels/CMakeLists.txt installs sboms/ into the .dist-info.
-        (project / sbom.SBOM_DIR).mkdir()
-        (project / sbom.SBOM_DIR / sbom.SBOM_FILE).write_text(sbom.for_wheel(
-            payload=payload, components=all_components, standins=shared["standins"], info_file=info_file,
-            project=project, distribution=distribution, version=wheel_ver, license=expression, date=upstream.get("date"),
-            build={**build_info, "kind": kind, "gpu_target": target, "upstream": upstream}))
 
-        # 3. plain wheel (scikit-build-core installs the payload)
-        raw = work / "raw"
-        env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "AUDITWHEEL_LD_LIBRARY_PATH")}
-        env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PATH": ext.path_env,
-                    "MOSHI_WHEEL_PAYLOAD": str(payload.root),
-                    # scikit-build-core and auditwheel stamp every zip member with it: the
-                    # same pins give the same bytes (docs/REPRODUCIBLE.md)
-                    "SOURCE_DATE_EPOCH": str(epoch)})
-        echo(f"{elapsed()} packing the payload with scikit-build-core")
-        check_logged([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-              "--wheel-dir", str(raw),
-              "--config-settings", f"cmake.define.MOSHI_WHEEL_PAYLOAD={payload.root}",
-              "--config-settings", f"build-dir={work / 'cmake-build'}",
-              str(project)], log_path, "pip wheel (scikit-build-core)", env=env, cwd=work)
-        built = sorted(raw.glob("*.whl"))
-        if len(built) != 1:
-            raise BuildStepError(f"pip wheel produced {len(built)} wheels in {raw}, expected one")
-        if not built[0].name.startswith(f"{norm}-{wheel_ver}-"):
-            raise BuildStepError(f"{built[0].name}: expected a wheel named {norm}-{wheel_ver}-*; the dlopen'd "
-                                 f"libraries were staged for auditwheel's folder {layout.libs_dir}")
+def _make_project(job: WheelJob, work: Path, template_dir: Path, payload: Payload, info_file: Path,
+                  shared: Mapping) -> Path:
+    """A copy of the wheel template with its license files, pyproject.toml, README.md and SBOM."""
+    kind, spec, target, system = job.kind, job.spec, job.target, payload.system
+    project = work / "project"
+    shutil.copytree(template_dir, project, ignore=shutil.ignore_patterns("*.in", "__pycache__", "build"))
+    licenses = project / "LICENSES"
+    for c in job.components:
+        for i, f in enumerate(c.license_files):
+            dest = licenses / c.name / f.name
+            if dest.exists():
+                dest = licenses / c.name / f"{i}-{f.name}"
+            _copy_file(f, dest, 0o644)
+    for p in system:
+        _copy_file(p.copyright, licenses / "system" / p.package / "copyright", 0o644)
+    expression = license_expression([c.license for c in job.components] + [p.license for p in system])
+    summary = spec.base_summary if kind == "base" else spec.summary.format(gpu_target=target)
+    rocm_stack = job.build_info.get("rocm_stack")
+    (project / "pyproject.toml").write_text(render_pyproject(
+        (template_dir / "pyproject.toml.in").read_text(), name=job.distribution, version=job.version,
+        summary=summary, license=expression,
+        keywords=[k.format(gpu_target=target) for k in spec.keywords if target or "{gpu_target}" not in k],
+        packages=[f"src/{spec.package}"] if kind != "target" else [],
+        scripts=package_scripts(spec.package, entry_points(job.tools)) if kind != "target" else {},
+        dependencies=[f"{spec.base_distribution}=={job.version}"] if kind == "target" else [],
+        urls=upstream_urls(job.upstream), rocm_stack=rocm_stack))
+    readme = {"single": "README.md.in", "base": "README-base.md.in", "target": "README-target.md.in"}[kind]
+    (project / "README.md").write_text(render_readme(
+        (template_dir / readme).read_text(), distribution=job.distribution, gpu_target=target or "",
+        gpus=_known_gpus(target) if target else [], package=spec.package, bin_dir=spec.bin_dir,
+        tools=list(job.tools), components=job.components, system=system,
+        base=spec.base_distribution, version=job.version, target_package=job.layout.package)
+        + provenance_paragraph(job.upstream, rocm_stack))
+    # The SBOM (PEP 770): wheels/CMakeLists.txt installs sboms/ into the .dist-info.
+    (project / sbom.SBOM_DIR).mkdir()
+    (project / sbom.SBOM_DIR / sbom.SBOM_FILE).write_text(sbom.for_wheel(
+        payload=payload, components=job.components, standins=shared["standins"], info_file=info_file,
+        project=project, distribution=job.distribution, version=job.version, license=expression,
+        date=job.upstream.get("date"), build={**job.build_info, "kind": kind, "gpu_target": target,
+                                              "upstream": job.upstream}))
+    return project
 
-        # 4. auditwheel repair against the runtime root
-        hashes = {s: sha256_file(lib.realpath)[:8] for s, lib in payload.closure.libraries.items()}
-        repaired_dir = work / "repaired"
-        repaired_dir.mkdir()
-        echo(f"{elapsed()} auditwheel repair ({len(payload.closure.libraries)} libraries to graft)")
-        # No --strip: it would run strip over files patchelf already rewrote (ours), which
-        # leaves a dynamic section the loader no longer reads (auditwheel issue 716). Our files
-        # are stripped before patching; grafted ones are checked for debug sections below.
-        argv = [sys.executable, "-m", "auditwheel", "repair", "--ldpaths", os.pathsep.join(map(str, payload.ldpaths)),
-                "-L", spec.lib_sdir, "-w", str(repaired_dir)]
-        for soname in sorted(layout.provides):  # the base wheel's: linked, not grafted
-            argv += ["--exclude", soname]
-        check_logged(argv + [str(built[0])], log_path, "auditwheel repair", env=env, cwd=work)
-        repaired = sorted(repaired_dir.glob("*.whl"))
-        if len(repaired) != 1:
-            raise BuildStepError(f"auditwheel wrote {len(repaired)} wheels, expected one; see {log_path}")
-        if floor_record:
-            repaired = [_lower_to_floor(repaired[0], layout, spec, floor_record, ext, log_path, echo, epoch)]
-        elif layout.provides:
-            _link_grafts_to_base(repaired[0], layout, ext, log_path, echo, epoch)
 
-        # 5. check, then publish
-        echo(f"{elapsed()} checking {repaired[0].name}")
-        report = inspect_wheel(repaired[0])
-        for w in verify_repaired(report, payload, spec, hashes):
-            echo(f"warning: {w}")
-        final = out_dir / repaired[0].name
-        os.replace(repaired[0], final)
-        echo(f"{elapsed()} {final.name}: {report.size / 1e6:.1f} MB, {report.installed_size / 1e6:.1f} MB "
+def _pack_env(job: WheelJob, payload: Payload) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "AUDITWHEEL_LD_LIBRARY_PATH")}
+    env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PATH": job.ext.path_env,
+                "MOSHI_WHEEL_PAYLOAD": str(payload.root),
+                # scikit-build-core and auditwheel stamp every zip member with it: the
+                # same pins give the same bytes (docs/REPRODUCIBLE.md)
+                "SOURCE_DATE_EPOCH": str(job.epoch)})
+    return env
+
+
+def _pack(job: WheelJob, work: Path, project: Path, payload: Payload) -> Path:
+    """The plain wheel: scikit-build-core installs the payload (pip wheel, no isolation, no index)."""
+    raw = work / "raw"
+    job.echo(f"{job.elapsed()} packing the payload with scikit-build-core")
+    check_logged([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                  "--wheel-dir", str(raw),
+                  "--config-settings", f"cmake.define.MOSHI_WHEEL_PAYLOAD={payload.root}",
+                  "--config-settings", f"build-dir={work / 'cmake-build'}",
+                  str(project)], job.log_path, "pip wheel (scikit-build-core)", env=_pack_env(job, payload), cwd=work)
+    built = sorted(raw.glob("*.whl"))
+    if len(built) != 1:
+        raise BuildStepError(f"pip wheel produced {len(built)} wheels in {raw}, expected one")
+    if not built[0].name.startswith(f"{job.norm}-{job.version}-"):
+        raise BuildStepError(f"{built[0].name}: expected a wheel named {job.norm}-{job.version}-*; the dlopen'd "
+                             f"libraries were staged for auditwheel's folder {job.layout.libs_dir}")
+    return built[0]
+
+
+def _repair(job: WheelJob, work: Path, built: Path, payload: Payload,
+            floor_record: Mapping | None) -> tuple[Path, dict[str, str]]:
+    """auditwheel repair against the runtime root, then the glibc floor (or the grafts' RUNPATH to
+    the base wheel). Returns (the repaired wheel, each predicted graft's short sha256)."""
+    hashes = {s: sha256_file(lib.realpath)[:8] for s, lib in payload.closure.libraries.items()}
+    repaired_dir = work / "repaired"
+    repaired_dir.mkdir()
+    job.echo(f"{job.elapsed()} auditwheel repair ({len(payload.closure.libraries)} libraries to graft)")
+    # No --strip: it would run strip over files patchelf already rewrote (ours), which
+    # leaves a dynamic section the loader no longer reads (auditwheel issue 716). Our files
+    # are stripped before patching; grafted ones are checked for debug sections below.
+    argv = [sys.executable, "-m", "auditwheel", "repair", "--ldpaths", os.pathsep.join(map(str, payload.ldpaths)),
+            "-L", job.spec.lib_sdir, "-w", str(repaired_dir)]
+    for soname in sorted(job.layout.provides):  # the base wheel's: linked, not grafted
+        argv += ["--exclude", soname]
+    check_logged(argv + [str(built)], job.log_path, "auditwheel repair", env=_pack_env(job, payload),
+                 cwd=work)
+    repaired = sorted(repaired_dir.glob("*.whl"))
+    if len(repaired) != 1:
+        raise BuildStepError(f"auditwheel wrote {len(repaired)} wheels, expected one; see {job.log_path}")
+    if floor_record:
+        return _lower_to_floor(repaired[0], job.layout, job.spec, floor_record, job.ext, job.log_path, job.echo,
+                               job.epoch), hashes
+    if job.layout.provides:
+        _link_grafts_to_base(repaired[0], job.layout, job.ext, job.log_path, job.echo, job.epoch)
+    return repaired[0], hashes
+
+
+def _check_and_publish(job: WheelJob, repaired: Path, payload: Payload, hashes: Mapping[str, str]) -> Path:
+    """The repair's post-condition checked, then the wheel moved into the output folder."""
+    job.echo(f"{job.elapsed()} checking {repaired.name}")
+    report = inspect_wheel(repaired)
+    for w in verify_repaired(report, payload, job.spec, hashes):
+        job.echo(f"warning: {w}")
+    final = job.out_dir / repaired.name
+    os.replace(repaired, final)
+    job.echo(f"{job.elapsed()} {final.name}: {report.size / 1e6:.1f} MB, {report.installed_size / 1e6:.1f} MB "
              f"installed, tags {', '.join(report.tags)}")
-        return final
-    finally:
-        os.umask(umask)
-        if keep_work:
-            echo(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return final
 
 
 @contextlib.contextmanager
