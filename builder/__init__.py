@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 # tarfile's extraction filters (PEP 706), which every archive fetch relies on, came in 3.11.4.
 MIN_PYTHON = (3, 11, 4)
-# The exit code of a Python that cannot run moshi-build (README: exit codes).
+# The exit code of a Python that cannot run moshi-build (docs/EXIT-CODES.md).
 WRONG_PYTHON_EXIT = 9
 
 

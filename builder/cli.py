@@ -550,7 +550,7 @@ def _fail(e: FatalError) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the command line. One rule for expected faults: a FatalError, an OSError of the
     file system (EACCES, EROFS, ENOSPC, EISDIR, ...) and a UnicodeDecodeError of an input
-    end the run with one line and their exit code (README: exit codes), never a traceback."""
+    end the run with one line and their exit code (docs/EXIT-CODES.md), never a traceback."""
     signal.signal(signal.SIGTERM, _terminate)
     argv = list(sys.argv[1:] if argv is None else argv)
     # `moshi-build --gpu-targets ...` with no subcommand runs the whole chain.

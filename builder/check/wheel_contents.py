@@ -20,7 +20,7 @@ from typing import Sequence
 from elftools.elf.elffile import ELFFile
 
 from builder.common.wheel_reader import WheelReport, inspect_wheel
-from builder.package import elfinfo
+from builder.common import elfinfo
 from builder.package.sbom import SBOM_DIR, SBOM_FILE
 from builder.package.symver import ElfVersionError, SymbolVersions, read_versions
 from builder.rocm.offload import BundleFormatError, FatbinSummary, fatbin_summary

@@ -4,7 +4,7 @@ The one reader of built wheels: `moshi-build verify` (check/verify.py), the size
 report (check/sizes.py) and the packaging step after auditwheel's repair
 (package/wheel.py, package/sbom.py) all read through inspect_wheel(). It lives in
 common/ because both stages use it, and imports nothing of either (only the ELF
-facts of package/elfinfo.py); auditwheel's naming of grafted files lives here,
+facts of common/elfinfo.py); auditwheel's naming of grafted files lives here,
 both ways (grafted_name, built_name).
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Callable
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from builder.errors import NotAWheelError, shorten
-from builder.package import elfinfo
-from builder.package.elfinfo import read_elf
+from builder.common import elfinfo
+from builder.common.elfinfo import read_elf
 
 
 # auditwheel's name for a grafted file: libfoo.so.1.2 -> libfoo-<first 8 hex digits of its sha256>.so.1.2

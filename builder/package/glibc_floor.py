@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from builder.common import resources
 from builder.errors import BuildStepError, ConfigurationError
 from builder.package import symver
-from builder.package.elfinfo import read_elf
+from builder.common.elfinfo import read_elf
 from builder.package.floor_spec import GLIBC_VERSION, FloorSpec, version_key  # noqa: F401  (their home)
 
 

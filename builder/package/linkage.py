@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 from builder.errors import ToolchainError
 from builder.package.rules import DataDirRule
-from builder.package.elfinfo import read_elf
+from builder.common.elfinfo import read_elf
 
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 One document per wheel (base, target and single kinds), written before the
 wheel is packed (scikit-build-core installs it into the .dist-info, see
-wheels/CMakeLists.txt) and checked by `moshi-build verify` (check/sbom.py).
+wheels/CMakeLists.txt) and checked by `moshi-build verify` (check/checks/sbom.py).
 It lists
 
   components  each recipe we build: its source (purl, download or repository
@@ -144,7 +144,7 @@ def source_facts(recipe, lock: Mapping | None = None) -> SourceFacts:
 def timestamp(date: str | None, environ: Mapping[str, str] = os.environ) -> datetime.datetime | None:
     """The time the wheel's members are stamped with (project.source_date_epoch: SOURCE_DATE_EPOCH
     when set, else the application's pinned date); None when neither is given."""
-    from builder.package.project import source_date_epoch
+    from builder.package.timestamps import source_date_epoch
 
     if not environ.get("SOURCE_DATE_EPOCH") and not date:
         return None

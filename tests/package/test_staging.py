@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuildStepError, ToolchainError
-from builder.package import elfinfo, staging
+from builder.common import elfinfo
+from builder.package import staging
 from tests.helpers.elf import HAVE_GCC
 from tests.helpers.payload import LIBS_DIR, TOOL, TinyInputs, make_tiny_inputs, runtime_spec
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from builder.package import rules
-from builder.package import elfinfo
+from builder.common import elfinfo
 from builder.package import linkage
 from builder.package import dpkg
 from builder.package import project

@@ -27,8 +27,9 @@ from builder.package.rules import DlopenRule, RuntimeSpec
 NAME = "elf-closure"
 
 
-def dlopen_rules(info: Mapping | None, spec: RuntimeSpec) -> tuple[tuple[DlopenRule, ...], str | None]:
-    """(the dlopen rules to check the wheel against, a problem with its record or None).
+def dlopen_rules(info: Mapping | None, spec: RuntimeSpec,
+                 record: str = "_runtime.json") -> tuple[tuple[DlopenRule, ...], str | None]:
+    """(the dlopen rules to check the wheel against, a problem with its record (named `record`) or None).
 
     The wheel's own _runtime.json records the [[dlopen]] rules of runtime.toml it
     was made with; a wheel made before it did falls back to this runtime.toml's.
@@ -41,7 +42,7 @@ def dlopen_rules(info: Mapping | None, spec: RuntimeSpec) -> tuple[tuple[DlopenR
             raise ValueError(f"not a list: {recorded!r}")
         return tuple(DlopenRule.from_json(r) for r in recorded), None
     except ValueError as e:
-        return spec.dlopen, f"_runtime.json's dlopen is unreadable ({e}); runtime.toml's rules were used"
+        return spec.dlopen, f"{record}'s dlopen is unreadable ({e}); runtime.toml's rules were used"
 
 
 def _whitelist(ctx: Context) -> frozenset[str]:
@@ -182,7 +183,9 @@ def _dlopened_in_pair(ctx: Context, problems: list[str]) -> list[str]:
     """Libraries opened with dlopen() by a library of the target wheel (the base's own openers are
     checked with the base): in the target wheel, or provided by the base."""
     files, elf, base = ctx.contents.files, ctx.contents.elf, ctx.base
-    rules, unreadable = dlopen_rules(ctx.info if "dlopen" in ctx.info else base.info, ctx.spec)
+    own = "dlopen" in ctx.info
+    rules, unreadable = dlopen_rules(ctx.info if own else base.info, ctx.spec,
+                                     "_target.json" if own else "the base wheel's _runtime.json")
     if unreadable:
         problems.append(unreadable)
     opened = []
