@@ -55,7 +55,8 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
+        if not (self.command == "HEAD" and path in self.server.sizeless):   # a server that does not say
+            self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         if not body:
             return
@@ -78,7 +79,7 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
-    srv.files, srv.faults, srv.requests = {}, {}, []
+    srv.files, srv.faults, srv.requests, srv.sizeless = {}, {}, [], set()
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.endpoint = "http://127.0.0.1:%d" % srv.server_address[1]
@@ -152,6 +153,47 @@ def test_download_resumes_retries_and_checks_then_list_and_verify(site, server, 
     (cache / "Org/tts-GGUF/model.gguf").write_bytes(b"corrupt")
     bad = run_models(site, cache, server, "verify")
     assert bad.returncode == 3 and "BAD  Org/tts-GGUF/model.gguf" in bad.stdout
+
+
+def test_list_gives_the_sizes_the_server_says_when_asked(site, server, tmp_path):
+    r = run_models(site, tmp_path / "cache", server, "list", "--sizes")
+    assert r.returncode == 0, r.stderr
+    assert "tts                          missing  2 files  0.00 GB (the default of fake-tool)" in r.stdout
+    assert {q[1] for q in server.requests if q[0] == "HEAD"} == set(server.files)      # HEAD only
+    assert not any(q[0] == "GET" for q in server.requests)
+    server.sizeless.add("/Org/repo/resolve/abc/stt.gguf")
+    r = run_models(site, tmp_path / "cache", server, "list", "stt", "--sizes")
+    assert r.stdout.splitlines()[1:] == ["stt                          missing  2 files  size unknown"]
+    r = run_models(site, tmp_path / "cache", server, "list", "--sizes", MOSHI_ROCM_OFFLINE="1")
+    assert r.returncode == 7 and "list without --sizes" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (root)")
+def test_a_full_disk_mid_file_keeps_the_partial_file_for_the_resume(site, server, tmp_path):
+    """A real full file system: a 1 MB tmpfs; the server does not say the size, so the check before
+    starting cannot refuse, and the disk fills up in the middle of the 3 MB file."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        big = "/Org/repo/resolve/abc/model.gguf"
+        server.sizeless.add(big)
+        r = run_models(site, small / "models", server, "download", "tts")
+        assert r.returncode == 5, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("moshi-rocm models: no space left in") and "the partial file is kept" in last
+        part = small / "models" / "Org/tts-GGUF/model.gguf.part"
+        kept = part.stat().st_size
+        assert 0 < kept < 3_000_000 and not part.with_suffix("").exists()
+        subprocess.run(["mount", "-o", "remount,size=8m", str(small)], check=True)
+        server.requests.clear()
+        r = run_models(site, small / "models", server, "download", "tts")
+        assert r.returncode == 0, r.stderr
+        assert [q[2] for q in server.requests if q[0] == "GET" and q[1] == big] == [f"bytes={kept}-"]
+        assert hashlib.sha256(part.with_suffix("").read_bytes()).hexdigest() == site.doc["models"]["tts"]["files"][0]["digest"]
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
 
 
 def test_a_checksum_mismatch_removes_the_file_and_says_so(site, server, tmp_path):

@@ -428,3 +428,56 @@ def test_selftest_from_the_installed_wheel(installed):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "device used: CPU" in r.stdout and re.search(r"TTS: \d+ frames .* at [0-9.]+ frames/s", r.stdout)
     assert re.search(r"STT: \d+ frames at [0-9.]+ frames/s", r.stdout) and "selftest passed" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4800)
+def test_models_download_through_hf_endpoint_then_the_tools_find_the_model_without_r(installed):
+    """Issue 22: a local server plays the model host (HF_ENDPOINT) serving the tiny model in the
+    folder layout the tools search; `moshi-rocm models download` fetches it into the default model
+    folder, and moshi-tts / moshi-stt find it there through the console scripts, with no -r."""
+    import hashlib
+    import http.server
+    import threading
+
+    from tests.wheels.test_models import HOST, FlakyHandler
+
+    venv, work = installed
+    models = venv.host_path(work / "models")
+    files, served = [], {}
+    for path in sorted(p for p in models.rglob("*") if p.is_file() and p.name != "tinymodel.json"):
+        out = path.relative_to(models).as_posix()
+        url = f"/{'/'.join(out.split('/')[:2])}/resolve/main/{'/'.join(out.split('/')[2:])}"
+        served[url] = path.read_bytes()
+        files.append({"url": HOST + url, "out": out, "algorithm": "sha256",
+                      "digest": hashlib.sha256(served[url]).hexdigest()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
+    server.files, server.faults, server.requests, server.sizeless = served, {}, [], set()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    site = venv.host_path(venv.site_packages())
+    listed = site / "moshi_rocm" / "models.json"
+    original = listed.read_text()
+    doc = json.loads(original)
+    doc["models"]["tiny"] = {"list": "(test: the tiny random model)", "files": files}
+    listed.write_text(json.dumps(doc))
+    home = work / "home"          # the default model folder is under HOME: MODEL_CACHE is not set
+    env = {"HOME": str(home), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"}
+    try:
+        big = max(served, key=lambda u: len(served[u]))
+        server.faults[big] = ["drop"]                      # half of the largest file, then a resume
+        r = venv.run(["moshi-rocm", "models", "download", "tiny"], env=env, timeout=900)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert [q[2] for q in server.requests if q[0] == "GET" and q[1] == big][-1].startswith("bytes=")
+        folder = home / ".cache" / "moshi-rocm" / "models"
+        r = venv.run(["moshi-rocm", "models", "list", "tiny"], env=env)
+        assert f"model folder: {folder}" in r.stdout and "tiny                         present" in r.stdout
+        out = work / "e2e.wav"
+        r = venv.run(["moshi-tts", "-d", "CPU", "-s", "1", "Hello world.", "-o", out], env=env, cwd="/", timeout=900)
+        print(r.stdout[-2000:], r.stderr[-2000:])
+        assert r.returncode == 0 and f"found model path: {folder}/kyutai/tts-1.6b-en_fr/" in r.stdout + r.stderr
+        r = venv.run(["moshi-stt", "-d", "CPU", "-i", out], env=env, cwd="/", timeout=900)
+        print(r.stdout[-2000:], r.stderr[-2000:])
+        assert r.returncode == 0 and f"found model path: {folder}/kyutai/stt-1b-en_fr-candle/" in r.stdout + r.stderr
+    finally:
+        listed.write_text(original)
+        server.shutdown()

@@ -359,17 +359,39 @@ def remove(doc: dict, names: Sequence[str], folder: Path, stream=sys.stdout) -> 
     return 0
 
 
-def list_models(doc: dict, folder: Path, stream=sys.stdout) -> int:
+def list_models(doc: dict, folder: Path, stream=sys.stdout, names: Sequence[str] = (), environ=None,
+                sizes: bool = False) -> int:
+    """Each model (or those named): present, partial or missing, its files, and with `sizes` the
+    total the server gives (HEAD requests; "size unknown" where it does not say)."""
     defaults = {t["model"]: tool for tool, t in (doc.get("tools") or {}).items() if isinstance(t, dict)}
+    chosen = pick(doc, names, not names)
+    remote = _remote_sizes(files_of(doc, chosen), environ if environ is not None else os.environ) if sizes else {}
     print("model folder: %s" % folder, file=stream)
-    for name in sorted(doc["models"]):
+    for name in sorted(chosen):
         files = doc["models"][name]["files"]
         states = [state(folder, f) for f in files]
         status = "present" if all(s == "present" for s in states) else \
             "missing" if all(s == "missing" for s in states) else "partial"
         used = " (the default of %s)" % defaults[name] if name in defaults else ""
-        print("%-28s %-8s %d files%s" % (name, status, len(files), used), file=stream)
+        size = ""
+        if sizes:
+            known = [remote.get(f["url"]) for f in files]
+            size = "  %.2f GB" % (sum(k for k in known if k) / 1e9) if all(known) else "  size unknown"
+        print("%-28s %-8s %d files%s%s" % (name, status, len(files), size, used), file=stream)
     return 0
+
+
+def _remote_sizes(entries: Sequence[dict], environ) -> Dict[str, int]:
+    """url -> the size the server gives (a few HEAD requests at once); offline refuses."""
+    if any(environ.get(v) == "1" for v in OFFLINE_ENVS):
+        raise ModelsError("offline (%s=1): the sizes come from the server; list without --sizes"
+                          % next(v for v in OFFLINE_ENVS if environ.get(v) == "1"), EXIT_OFFLINE)
+    from concurrent.futures import ThreadPoolExecutor
+
+    urls = {e["url"]: e for e in entries}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = dict(zip(urls, pool.map(lambda e: remote_size(e, environ), urls.values())))
+    return {url: size for url, size in found.items() if size is not None}
 
 
 def missing_default(tool: str, args: Sequence[str], environ, package_dir: Path = PACKAGE_DIR) -> Optional[str]:
@@ -397,7 +419,9 @@ def main(argv: Sequence[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="moshi-rocm models", description=__doc__.split("\n\n")[1])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="each model, and whether it is present, partial or missing")
+    ls = sub.add_parser("list", help="each model, and whether it is present, partial or missing")
+    ls.add_argument("names", nargs="*")
+    ls.add_argument("--sizes", action="store_true", help="ask the server for each model's total size")
     d = sub.add_parser("download", help="download models (resumable)")
     d.add_argument("names", nargs="*")
     d.add_argument("--all", action="store_true")
@@ -415,7 +439,7 @@ def main(argv: Sequence[str]) -> int:
             return 0
         doc = load()
         if args.command == "list":
-            return list_models(doc, folder)
+            return list_models(doc, folder, names=args.names, sizes=args.sizes)
         if args.command == "download":
             return download(doc, pick(doc, args.names, args.all), folder, os.environ, args.jobs)
         if args.command == "verify":
