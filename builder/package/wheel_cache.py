@@ -30,11 +30,13 @@ import hmac
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable, Mapping
 
 from builder.common.cache import Cache, staging_dir
 from builder.common.files import file_lock, sha256_file
+from builder.errors import FileAccessError
 from builder.package.project import TEMPLATE_DIR, Component
 from builder.sources.recipe import PROJECT_ROOT
 
@@ -49,28 +51,65 @@ def signing_key_path() -> Path:
     return Path(config) / "moshi-build" / KEY_FILE
 
 
+def _read_key(path: Path) -> bytes | None:
+    """The key in `path` when it is a regular 32-byte file (never through a link); None when
+    absent; raises ValueError when something else is there (a link, a folder, another size)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:        # ELOOP: a link; anything else that cannot be opened as a file
+        raise ValueError(f"not a regular file ({e.strerror or e})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        key = f.read(64)
+    if len(key) != 32:
+        raise ValueError(f"{len(key)} bytes, not 32")
+    return key
+
+
 def _signing_key(create: bool) -> bytes | None:
-    """32 random bytes made once per user (mode 0600); None when absent and not to be made."""
+    """32 random bytes made once per user (mode 0600); None when absent and not to be made.
+    A key file that is not a regular 32-byte file (a link, another size) is not used: with
+    `create` it is replaced atomically by a new key (entries signed with the old one are then
+    built again), without it the key is None (no entry is trusted)."""
     path = signing_key_path()
     try:
-        with open(path, "rb") as f:
-            key = f.read(64)
-        return key if len(key) == 32 else None
-    except FileNotFoundError:
+        key = _read_key(path)
+    except ValueError:
         if not create:
             return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(os.urandom(32))
+        key, damaged = None, True
+    else:
+        if key is not None or not create:
+            return key
+        damaged = False
     try:
-        os.link(tmp, path)      # the first writer wins; a racing one reads that key
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return _signing_key(create=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+        try:
+            if damaged:
+                os.replace(tmp, path)   # replaces a link as a link: its target is not touched
+            else:
+                os.link(tmp, path)      # the first writer wins; a racing one reads that key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        key = _read_key(path)
+    except (OSError, ValueError) as e:
+        raise FileAccessError(f"the wheel cache's signing key {path} is not a regular 32-byte file and "
+                              f"cannot be replaced ({getattr(e, 'strerror', None) or e}): remove it "
+                              "(a new key is made; cached wheels are then built again)") from None
+    if key is None:
+        raise FileAccessError(f"the wheel cache's signing key {path} could not be made: "
+                              "check that its folder is writable")
+    return key
 
 
 def _signature(key: bytes, cache_key: str, wheel_name: str, sha256: str) -> str:
@@ -199,7 +238,9 @@ class WheelCache:
         """Keep a verified `wheel` under `key` (a copy; the caller's file stays where it is)."""
         entry = self.entry(label, key)
         with file_lock(self.cache.entry_lock(entry)):
-            if entry.exists():      # damaged or incomplete (lookup() did not take it): replace it
+            if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
+                entry.unlink()      # a link is removed as a link, never followed
+            elif entry.exists():    # damaged or incomplete (lookup() did not take it): replace it
                 shutil.rmtree(entry)
             with staging_dir(entry) as tmp:
                 self._fill(tmp, key, inputs, wheel)
@@ -210,7 +251,6 @@ class WheelCache:
         shutil.copy2(wheel, tmp / wheel.name)
         digest = sha256_file(tmp / wheel.name)
         signer = _signing_key(create=True)
-        assert signer is not None
         record = {"key": key, "wheel": wheel.name, "sha256": digest, "inputs": inputs,
                   "signature": _signature(signer, key, wheel.name, digest)}
         (tmp / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")

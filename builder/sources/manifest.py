@@ -75,8 +75,8 @@ def read(top: Path) -> dict[str, Entry] | None:
         return entries
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return {}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return {}   # damaged (a nesting too deep to parse is damage too): every path is a difference
 
 
 def _kind(entry: Entry) -> str:

@@ -177,3 +177,47 @@ def test_a_cache_from_elsewhere_is_not_trusted(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another-user"))   # no key there: not reused
     said: list[str] = []
     assert store.lookup("base", "bb" * 32, said.append) is None and "not signed" in said[0]
+
+
+def test_store_over_an_entry_that_is_a_link_removes_the_link_only(tmp_path):
+    # probe F07d: the entry is a symlink to a folder outside; rmtree raised OSError
+    store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine\n")
+    entry = store.entry("base", "ee" * 32)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.symlink_to(outside, target_is_directory=True)
+    built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
+    kept = store.store("base", "ee" * 32, {}, built)
+    assert not entry.is_symlink() and kept.is_file()
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("kind", ["short", "link"])
+def test_a_signing_key_that_is_not_a_regular_32_byte_file_is_replaced(tmp_path, monkeypatch, kind):
+    # probe F07e: the key file is a link to a 10-byte file outside; _signing_key asserted
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    key_path = wheel_cache.signing_key_path()
+    key_path.parent.mkdir(parents=True)
+    outside = tmp_path / "outside.key"
+    outside.write_bytes(b"0123456789")
+    if kind == "link":
+        key_path.symlink_to(outside)
+    else:
+        key_path.write_bytes(b"0123456789")
+    store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
+    assert wheel_cache._signing_key(create=False) is None       # not trusted, not followed
+    built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
+    kept = store.store("base", "aa" * 32, {}, built)
+    assert store.lookup("base", "aa" * 32) == kept
+    assert not key_path.is_symlink() and len(key_path.read_bytes()) == 32
+    assert outside.read_bytes() == b"0123456789"
+
+
+def test_a_signing_key_that_cannot_be_replaced_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    key_path = wheel_cache.signing_key_path()
+    (key_path / "sub").mkdir(parents=True)      # a folder where the key should be
+    with pytest.raises(wheel_cache.FileAccessError, match="not a regular 32-byte file"):
+        wheel_cache._signing_key(create=True)

@@ -279,3 +279,9 @@ def test_the_lock_is_valid_json(tmp_path, served):
     _, tree, _ = fetched_tree(tmp_path, served)
     sources.write_lock([tree], tmp_path / "lock.json")
     assert json.loads((tmp_path / "lock.json").read_text())["sources"][0]["component"] == "demo"
+
+
+def test_a_manifest_nested_millions_deep_is_a_damaged_entry(tmp_path):
+    # probe C11: manifest.json replaced by 5 MB of nesting; json raised RecursionError
+    (tmp_path / manifest.MANIFEST).write_text("[" * 5_000_000)
+    assert manifest.read(tmp_path) == {}
