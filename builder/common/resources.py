@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import stat
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -88,19 +90,42 @@ def parse_toml(text: str, where: str, error: type[FatalError] = ConfigurationErr
         raise error(f"{where}: not valid TOML: arrays or tables nested too deeply; fix the syntax") from None
 
 
-def read_toml(path: Path, error: type[FatalError] = ConfigurationError) -> dict:
-    """A TOML file the user names: unreadable, not UTF-8 or not TOML is `error`, one line."""
+# The largest TOML or JSON data file a user names (a recipe is a few KB).
+MAX_DATA_FILE = 4 << 20
+
+
+def read_data_file(path: Path, error: type[FatalError] = ConfigurationError, what: str = "TOML",
+                   limit: int = MAX_DATA_FILE) -> str:
+    """The text of a data file the user names: only a regular file (stat first: a FIFO is never
+    opened, a device never read), at most `limit` bytes, UTF-8; anything else is `error`, one line."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise error(f"{path}: is a directory, not a {what} file")
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{path}: not a regular file (a device, a FIFO or a socket); name a {what} file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):     # replaced between the two looks
+                raise error(f"{path}: not a regular file; name a {what} file")
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory, not a TOML file") from None
     except OSError as e:
-        raise error(f"{path}: cannot read it: {e.strerror}") from None
+        raise error(f"{path}: cannot read it: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit:,} bytes, more than a {what} file of ours holds; "
+                    "name the right file")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    return parse_toml(text, str(path), error)
+
+
+def read_toml(path: Path, error: type[FatalError] = ConfigurationError) -> dict:
+    """A TOML file the user names: not a regular file, too large, unreadable, not UTF-8 or not
+    TOML is `error`, one line."""
+    return parse_toml(read_data_file(Path(path), error), str(path), error)
 
 
 def load(name: str, path: Path | None = None, error: type[FatalError] = ConfigurationError) -> dict:

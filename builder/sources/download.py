@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import re
+import stat
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,12 +25,23 @@ from tqdm import tqdm
 from builder.errors import ChecksumMismatchError, DiskFullError, DownloadError
 
 CHUNK = 1 << 16
+# The most a download may bring when the recipe pins no size: beyond it the transfer stops and
+# the partial file is deleted (a server sending without end, a file: URL naming /dev/zero).
+MAX_DOWNLOAD = 4 << 30
 _RETRY_STATUS = {408, 429}  # and every 5xx
 _WHAT_TO_DO = "check the network connection and proxy settings, or put the file in a --mirror directory"
 
 
 class _Retry(Exception):
     """A failure worth another attempt; the message says what happened."""
+
+
+class _TooLarge(Exception):
+    """More bytes arrived than the limit: not worth another attempt."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 def download(
@@ -44,17 +56,20 @@ def download(
     progress: bool = True,
     description: str | None = None,
     session: requests.Session | None = None,
+    max_size: int = MAX_DOWNLOAD,
 ) -> Path:
     """Download `url` to `dest` unless its sha256 differs; return `dest`.
 
     `retries` is how many more attempts follow a failed one; attempt n+1 waits
     `backoff * 2**n` seconds. `size`, when known, lets a complete `.part` be
-    verified without asking the server.
+    verified without asking the server. A transfer bringing more than `size` (when known) or
+    `max_size` bytes is stopped, its partial file deleted, and DownloadError raised.
     """
     dest = Path(dest)
     part = dest.parent / (dest.name + ".part")
     expected = sha256.lower()
-    fetch = dict(url=url, part=part, size=size, timeout=timeout, retries=retries, backoff=backoff,
+    limit = min(size, max_size) if size is not None else max_size
+    fetch = dict(url=url, part=part, size=size, limit=limit, timeout=timeout, retries=retries, backoff=backoff,
                  bar=dict(desc=description or dest.name, disable=None if progress else True))
     own_session = session is None
     session = session or requests.Session()
@@ -67,6 +82,11 @@ def download(
             # clean transfer tells a bad join from a real mismatch.
             part.unlink()
             actual, _ = _fetch(session, **fetch)
+    except _TooLarge as e:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{_safe(url)} ({dest.name}): more than {e.limit:,} bytes arrived "
+                            f"{'(the size the recipe pins)' if e.limit == size else '(the most a download may bring)'}; "
+                            "the partial file is deleted; check the URL in the recipe") from None
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
@@ -88,16 +108,16 @@ def download(
     return dest
 
 
-def _fetch(session, *, url, part, size, timeout, retries, backoff, bar) -> tuple[str, bool]:
+def _fetch(session, *, url, part, size, limit, timeout, retries, backoff, bar) -> tuple[str, bool]:
     """Bring `part` to the end of the file; return (its sha256, whether it was resumed)."""
     if urlsplit(url).scheme == "file":
-        return _copy_local(url, part, bar), False
+        return _copy_local(url, part, bar, limit), False
     problem = "no attempt made"
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            return _attempt(session, url, part, size=size, timeout=timeout, bar=bar)
+            return _attempt(session, url, part, size=size, limit=limit, timeout=timeout, bar=bar)
         except _Retry as e:
             problem = str(e)
         except (requests.ConnectionError, requests.Timeout) as e:
@@ -115,7 +135,7 @@ def _fetch(session, *, url, part, size, timeout, retries, backoff, bar) -> tuple
     )
 
 
-def _attempt(session, url, part, *, size, timeout, bar) -> tuple[str, bool]:
+def _attempt(session, url, part, *, size, limit, timeout, bar) -> tuple[str, bool]:
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset > size:
         part.unlink()
@@ -149,16 +169,18 @@ def _attempt(session, url, part, *, size, timeout, bar) -> tuple[str, bool]:
                     raise _Retry(f"the server resumed at byte {m.group(1)} instead of {offset}")
             else:
                 offset, hasher = 0, hashlib.sha256()  # a full answer (Range ignored): start over
-            return _receive(r, part, offset, hasher, size, bar), offset > 0
+            return _receive(r, part, offset, hasher, size, limit, bar), offset > 0
 
     # 416 without a usable total: the partial does not fit this file.
     part.unlink()
-    return _attempt(session, url, part, size=size, timeout=timeout, bar=bar)
+    return _attempt(session, url, part, size=size, limit=limit, timeout=timeout, bar=bar)
 
 
-def _receive(r, part, offset, hasher, size, bar) -> str:
+def _receive(r, part, offset, hasher, size, limit, bar) -> str:
     length = r.headers.get("Content-Length", "")
     total = offset + int(length) if length.isascii() and length.isdigit() else size
+    if total is not None and total > limit:
+        raise _TooLarge(limit)
     received = offset
     with open(part, "ab" if offset else "wb") as f, tqdm(
         total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, **bar
@@ -166,9 +188,11 @@ def _receive(r, part, offset, hasher, size, bar) -> str:
         try:
             # The raw stream, undecoded: a gzip Content-Encoding must not be unpacked.
             for chunk in r.raw.stream(CHUNK, decode_content=False):
+                received += len(chunk)
+                if received > limit:
+                    raise _TooLarge(limit)
                 f.write(chunk)
                 hasher.update(chunk)
-                received += len(chunk)
                 progress.update(len(chunk))
         except (urllib3.exceptions.HTTPError, requests.RequestException) as e:
             raise _Retry(f"{_reason(e, None)} after {received} of {total or '?'} bytes") from None
@@ -177,20 +201,28 @@ def _receive(r, part, offset, hasher, size, bar) -> str:
     return hasher.hexdigest()
 
 
-def _copy_local(url, part, bar) -> str:
-    # A `file:` URL (a local package index): no network, nothing to resume.
+def _copy_local(url, part, bar, limit) -> str:
+    # A `file:` URL (a local package index): no network, nothing to resume. Only a regular
+    # file is read (a FIFO would block, a device would not end): stat first, never open it.
     src = Path(url2pathname(urlsplit(url).path))
     hasher = hashlib.sha256()
     try:
-        with open(src, "rb") as s, open(part, "wb") as f, tqdm(
-            total=src.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, **bar
+        if not stat.S_ISREG(src.stat().st_mode):
+            raise DownloadError(f"cannot read {_safe(url)}: not a regular file; check the index or the recipe's URL")
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as s, open(part, "wb") as f, tqdm(
+            total=os.fstat(fd).st_size, unit="B", unit_scale=True, unit_divisor=1024, **bar
         ) as progress:
+            copied = 0
             while chunk := s.read(CHUNK):
+                copied += len(chunk)
+                if copied > limit:
+                    raise _TooLarge(limit)
                 f.write(chunk)
                 hasher.update(chunk)
                 progress.update(len(chunk))
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise DownloadError(f"cannot read {url}: {e.strerror}; check the index or the recipe's URL") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as e:
+        raise DownloadError(f"cannot read {_safe(url)}: {e.strerror}; check the index or the recipe's URL") from None
     return hasher.hexdigest()
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from builder.common.cache import Cache, disk_full_as_error, staging_dir
 from builder.common.files import file_lock, sha256_file, write_atomic
-from builder.sources.download import download
+from builder.sources.download import MAX_DOWNLOAD, download
 from builder.errors import (ChecksumMismatchError, ConfigurationError, DiskFullError, DownloadError,
                             FileAccessError, OfflineError, shorten)
 from builder.sources.extract import extract_archive, source_root
@@ -53,6 +53,8 @@ class FetchOptions:
     # Root filesystems whose apt sources name Debian archives (debian source kind):
     # this machine, and the build root once it exists.
     apt_roots: tuple[Path, ...] = (Path("/"),)
+    # The most one download may bring (bytes) when the recipe pins no size.
+    max_download: int = MAX_DOWNLOAD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,12 +95,15 @@ def parse_overrides(values: list[str]) -> dict[str, Path]:
                                      "e.g. --source moshi.cpp=~/src/moshi.cpp")
         try:
             p = Path(path).expanduser().resolve()
-            exists = p.exists()
+            exists = p.exists()     # stat only: a FIFO or a device is never opened here
         except (OSError, RuntimeError) as e:  # a name too long, a link loop
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise ConfigurationError(f"--source {shorten(name)}={shorten(path)}: {reason}") from None
         if not exists:
             raise ConfigurationError(f"--source {shorten(name)}={shorten(path)}: {shorten(p)} does not exist")
+        if not (p.is_dir() or p.is_file()):     # a FIFO would block, a device would not end
+            raise ConfigurationError(f"--source {shorten(name)}={shorten(path)}: {shorten(p)} is neither a "
+                                     "directory nor a regular file; name a source checkout or an archive")
         overrides[name] = p
     return overrides
 
@@ -257,7 +262,7 @@ def _fetch_file_locked(source, component: str, cached: Path, opts: FetchOptions)
         url, session = source.url, None
     with disk_full_as_error(cached.parent):
         download(url, cached, sha256=source.sha256, progress=opts.progress,
-                 description=source.filename, session=session)
+                 description=source.filename, session=session, max_size=opts.max_download)
     return cached, url
 
 
@@ -274,7 +279,7 @@ def _fetch_from_debian_archives(source: DebianSource, component: str, cached: Pa
         try:
             with disk_full_as_error(cached.parent):
                 download(url, cached, sha256=source.sha256, progress=opts.progress,
-                         description=source.filename)
+                         description=source.filename, max_size=opts.max_download)
             return cached, url
         except DownloadError as e:  # not in this archive (another distribution, an old version): next one
             failures.append(f"{url}: {e.message}")

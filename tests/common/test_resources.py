@@ -40,3 +40,20 @@ def test_the_caller_chooses_the_error_class(tmp_path):
         resources.read_toml(tmp_path, RecipeError)
     with pytest.raises(RecipeError, match="file not found"):
         resources.read_toml(tmp_path / "missing.toml", RecipeError)
+
+
+def test_a_data_file_that_is_not_regular_is_refused_without_reading_or_blocking(tmp_path):
+    # probes U10a (--recipe /dev/zero read without bound) and U10b (--recipe a FIFO: open blocked)
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo):
+        with pytest.raises(RecipeError, match="not a regular file"):
+            resources.read_toml(path, RecipeError)
+
+
+def test_a_data_file_larger_than_the_bound_is_refused(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * resources.MAX_DATA_FILE + b"\n")
+    with pytest.raises(RecipeError, match="larger than 4,194,304 bytes"):
+        resources.read_toml(big, RecipeError)

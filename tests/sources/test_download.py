@@ -440,3 +440,62 @@ def test_keyboard_interrupt_leaves_only_the_partial(server, tmp_path, monkeypatc
     fetch(url, dest)
     assert_done(dest)
     assert server.hits[-1].range == f"bytes={len(kept)}-"
+
+
+# --- bounds (probe 24: U01, U02, U04) -----------------------------------------
+
+
+def test_a_file_url_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path):
+    # probes U01 (file:///dev/zero) and U02 (a FIFO with no writer: open() would block)
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for src in (fifo, "/dev/zero"):
+        dest = tmp_path / "out" / "f.tar.gz"
+        with pytest.raises(DownloadError, match="not a regular file"):
+            fetch(f"file://{src}", dest)
+        assert not part_of(dest).exists()
+
+
+def test_a_file_url_larger_than_the_bound_stops_and_leaves_nothing(tmp_path):
+    src = tmp_path / "big.tar.gz"
+    src.write_bytes(b"\0" * (1 << 20))
+    dest = tmp_path / "out" / "f.tar.gz"
+    with pytest.raises(DownloadError, match="more than 65,536 bytes"):
+        fetch(src.as_uri(), dest, max_size=1 << 16)
+    assert not part_of(dest).exists() and not dest.exists()
+
+
+def test_an_answer_without_content_length_beyond_the_bound_stops_and_leaves_nothing(tmp_path):
+    # probe U04: a server sending 30 MB with no Content-Length filled the disk
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+            try:
+                for _ in range(64):
+                    conn.sendall(b"\0" * (1 << 16))
+            except OSError:
+                pass    # the client stopped reading: that is the point
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    dest = tmp_path / "out" / "demo-1.0.tar.gz"
+    with pytest.raises(DownloadError, match="more than 1,048,576 bytes"):
+        fetch(f"http://127.0.0.1:{listener.getsockname()[1]}/demo-1.0.tar.gz", dest, max_size=1 << 20,
+              retries=0)
+    assert not part_of(dest).exists() and not dest.exists()
+    listener.close()
+
+
+def test_a_server_sending_more_than_the_pinned_size_is_stopped(server, tmp_path):
+    url = serve(server, Route(DATA * 4))
+    dest = tmp_path / "out" / "f.tar.gz"
+    with pytest.raises(DownloadError, match="the size the recipe pins"):
+        fetch(url, dest, size=len(DATA))
+    assert not part_of(dest).exists()

@@ -218,6 +218,16 @@ def test_parse_overrides(tmp_path):
         sources.parse_overrides([f"x={tmp_path}/missing"])
 
 
+def test_an_override_that_is_neither_a_directory_nor_a_regular_file_is_refused(tmp_path):
+    # probes S04 (--source moshi.cpp=/dev/zero) and S05 (a FIFO with no writer): they hung
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo):
+        with pytest.raises(ConfigurationError, match="neither a directory nor a regular file"):
+            sources.parse_overrides([f"moshi.cpp={path}"])
+
+
 def test_override_for_unknown_component(tmp_path, served_archive):
     server, sha = served_archive
     recipe = recipe_for(tmp_path, {"kind": "archive", "url": f"{server.url}/demo-1.0.tar.gz", "sha256": sha})
