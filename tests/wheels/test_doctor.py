@@ -926,3 +926,80 @@ def test_info_names_the_installed_sbom(tmp_path):
     assert line == f"sbom:       {sboms / 'moshi-build.cdx.json'} (CycloneDX 1.6, 2 components)"
     (sboms / "moshi-build.cdx.json").write_text("{not json")
     assert not any(line.startswith("sbom:") for line in info_lines(info, package))
+
+
+# ------------------------------------------------------------------ hostile sysfs and variables (issue 24)
+
+def test_kfd_properties_with_non_utf8_bytes_are_read_not_fatal(tmp_path, site):
+    """K02/K06: sysfs is hostile input: bytes that are not UTF-8 are replaced, the node is still read,
+    by doctor and by the launcher (which reads KFD to choose among two target wheels)."""
+    install_package(site, "gfx1100")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1100"])
+    with open(sysfs / "class/kfd/kfd/topology/nodes/1/properties", "ab") as f:
+        f.write(b"marketing_name \xff\xfe\xc3(\n")
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert verdict(r).startswith("verdict:  this wheel fits GPU 0 (gfx1100")
+
+    base_site = tmp_path / "split"
+    install_base(base_site)
+    for t in ("gfx1030", "gfx1100"):
+        install_target(base_site, t)
+    seen = tool_env(base_site, sysfs, dev)
+    assert seen["backend"] == str(base_site.resolve() / "moshi_rocm_gfx1100" / "libggml-hip.so")
+
+
+def test_kfd_properties_are_read_up_to_a_cap(tmp_path):
+    d = template_module("kfd")
+    path = tmp_path / "properties"
+    path.write_bytes(b"gfx_target_version 110000\n" + b"junk 1\n" * (d.PROPERTIES_CAP // 7 + 10)
+                     + b"device_id 29772\n")
+    props = d.read_properties(str(path))
+    assert props["gfx_target_version"] == "110000" and "device_id" not in props
+
+
+def test_kfd_implausible_numbers_mean_an_unknown_target(tmp_path, site):
+    """K04: negative and huge numbers are not a gfx target, a PCI id or a render minor."""
+    install_package(site, "gfx1100")
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1100"])
+    nodes = sysfs / "class/kfd/kfd/topology/nodes"
+    for n, (v, minor, dev_id) in enumerate([(-110000, 10 ** 30, -1), (10 ** 30, -5, 10 ** 30)], start=2):
+        (nodes / str(n)).mkdir()
+        (nodes / str(n) / "properties").write_text(GPU_NODE.format(simds=192, version=v, device_id=dev_id,
+                                                                   minor=minor))
+    r = doctor(site, sysfs, dev)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert "gfx-" not in r.stdout and "0x-" not in r.stdout and "renderD-" not in r.stdout
+    assert "GPU 1:    unknown target (KFD node 2), no render node in the topology" in r.stdout
+    assert "GPU 2:    unknown target (KFD node 3), no render node in the topology" in r.stdout
+    assert verdict(r).startswith("verdict:  this wheel fits GPU 0 (gfx1100")
+    d = template_module("kfd")
+    assert [d._int(v, 0, 0xFFFF) for v in ("-1", "65536", "1" + "0" * 30, "--5", "\u0661\u0662", "29772")] == \
+        [None, None, None, None, None, 29772]
+    assert [d.plausible_gfx_version(v) for v in (110000, 90010, 0, -110000, 10 ** 30, 101600)] == \
+        [True, True, False, False, False, False]
+    assert [d.override_target(v) for v in ("9.0.10", "0.0.0", "11.0.16", "110.0.0")] == ["gfx90a", None, None, None]
+
+
+def test_a_malformed_override_is_reported_and_ignored_as_the_launcher_does(tmp_path, site):
+    """F13b: HSA_OVERRIDE_GFX_VERSION=².0.0 is no version: doctor says so in one line and judges as
+    the launcher chooses (by the GPU: gfx1100), instead of asking to select the wheel already used."""
+    install_base(site)
+    for t in ("gfx1030", "gfx1100"):
+        install_target(site, t)
+    sysfs, dev = machine(tmp_path / "machine", ["gfx1100"])
+    r = doctor(site, sysfs, dev, override="\u00b2.0.0")
+    assert r.returncode == 0, r.stdout
+    warned = [line for line in r.stdout.splitlines() if "HSA_OVERRIDE_GFX_VERSION" in line]
+    assert warned == ["warning:  HSA_OVERRIDE_GFX_VERSION='\u00b2.0.0' is not a gfx version like 11.0.0 (three "
+                      "numbers in ASCII digits): the tools' choice of GPU code ignores it, and ROCm may reject it: "
+                      "unset it"]
+    assert verdict(r) == "verdict:  moshi-rocm-gfx1100 fits GPU 0 (gfx1100, its target): run the tools with -d ROCm0"
+    seen = tool_env(site, sysfs, dev, HSA_OVERRIDE_GFX_VERSION="\u00b2.0.0")
+    assert seen["backend"] == str(site.resolve() / "moshi_rocm_gfx1100" / "libggml-hip.so")
+    # a self-contained wheel: the same line, and the verdict of the GPU itself
+    single = tmp_path / "single"
+    install_package(single, "gfx1100")
+    r = doctor(single, sysfs, dev, override="\u00b2.0.0")
+    assert r.returncode == 0 and "is not a gfx version" in r.stdout
+    assert verdict(r).startswith("verdict:  this wheel fits GPU 0 (gfx1100")

@@ -78,6 +78,8 @@ def judge(gpu: Gpu, info: dict, override: Optional[str], code: Optional[Code] = 
     table = info.get("targets") or {}
     if gpu.target is None:
         return "none", "the kernel does not report its gfx target (kernel older than 5.15?)"
+    if override and override_target(override) is None:
+        override = None     # malformed: the launcher ignores it too (report() says so)
     effective = override_target(override) if override else gpu.target
     if wheel_target is not None and effective == wheel_target:
         if override and gpu.target != wheel_target:
@@ -188,11 +190,22 @@ def _split_header(info: dict, gpus: List[Gpu], environ, package_dir) -> Tuple[Li
     return lines, Code(chosen.gpu_target, subject, "its", installed, ignored, True, override.value), None
 
 
+def malformed_override(value: Optional[str]) -> Optional[str]:
+    """One line when HSA_OVERRIDE_GFX_VERSION is set but is no gfx version (None when it is fine or unset)."""
+    if not value or override_target(value) is not None:
+        return None
+    return ("warning:  %s=%r is not a gfx version like 11.0.0 (three numbers in ASCII digits): the tools' choice "
+            "of GPU code ignores it, and ROCm may reject it: unset it" % (OVERRIDE_ENV, value[:40]))
+
+
 def report(info: dict, sysfs: str, dev: str, override: Optional[str], environ=None,
            package_dir=None) -> Tuple[List[str], Verdict]:
     from ._launcher import PACKAGE_DIR, is_base
 
     gpus, problem = read_gpus(sysfs, dev)
+    malformed = malformed_override(override)
+    if malformed:
+        override = None     # what the launcher does: it chooses the code as if the variable were unset
     if is_base(info):
         lines, code, broken = _split_header(info, gpus, os.environ if environ is None else environ,
                                             PACKAGE_DIR if package_dir is None else package_dir)
@@ -216,9 +229,11 @@ def report(info: dict, sysfs: str, dev: str, override: Optional[str], environ=No
             lines.append("          %s" % advice)
     if not gpus:
         lines.append("GPUs:     none (%s)" % (problem or "no GPU node in the KFD topology"))
-    if override:
+    if malformed:
+        lines.append(malformed)
+    elif override:
         lines.append("%s=%s is set: ROCm treats every GPU as %s" % (OVERRIDE_ENV, override,
-                                                                     override_target(override) or "?"))
+                                                                     override_target(override)))
     if broken:
         result = Verdict(False, "the tools cannot start: %s" % broken)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import stat
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -16,6 +17,13 @@ SYSFS_ENV = "MOSHI_ROCM_SYSFS"
 DEV_ENV = "MOSHI_ROCM_DEV"
 OVERRIDE_ENV = "HSA_OVERRIDE_GFX_VERSION"
 TOPOLOGY = ("class", "kfd", "kfd", "topology", "nodes")
+PROPERTIES_CAP = 64 << 10      # the kernel prints ~1 KB; more is not a KFD properties file
+_NUMBER_DIGITS = 20            # the longest number sysfs prints (a u64)
+# Plausible ranges (sysfs is hostile input: a number outside them means "not known")
+MAX_GFX_VERSION = 999999       # major (<100) * 10000 + minor * 100 + stepping
+MAX_DEVICE_ID = 0xFFFF         # a PCI device id
+MAX_RENDER_MINOR = (1 << 20) - 1
+MAX_SIMD_COUNT = 1 << 20
 
 
 class Gpu(NamedTuple):
@@ -32,13 +40,21 @@ def gfx_name(version: int) -> str:
     return "gfx%d%x%x" % (version // 10000, (version // 100) % 100, version % 100)
 
 
+def plausible_gfx_version(version: Optional[int]) -> bool:
+    """A gfx_target_version that names a gfx target: 1..999999, minor and stepping one hex digit each."""
+    return version is not None and 0 < version <= MAX_GFX_VERSION and (version // 100) % 100 < 16 \
+        and version % 100 < 16
+
+
 def override_target(value: str) -> Optional[str]:
-    """HSA_OVERRIDE_GFX_VERSION "10.3.0" -> gfx1030; None if it does not parse."""
+    """HSA_OVERRIDE_GFX_VERSION "10.3.0" -> gfx1030; None if it does not parse (ASCII digits only,
+    a major of 1..99, a minor and a stepping of 0..15)."""
     parts = value.strip().split(".")
-    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 2 for p in parts):
         return None
     major, minor, stepping = (int(p) for p in parts)
-    return gfx_name(major * 10000 + minor * 100 + stepping)
+    version = major * 10000 + minor * 100 + stepping
+    return gfx_name(version) if major and plausible_gfx_version(version) else None
 
 
 def parse_properties(text: str) -> Dict[str, str]:
@@ -50,11 +66,22 @@ def parse_properties(text: str) -> Dict[str, str]:
     return props
 
 
-def _int(value: Optional[str]) -> Optional[int]:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
+def _int(value: Optional[str], low: int = 0, high: Optional[int] = None) -> Optional[int]:
+    """A decimal number of ASCII digits within [low, high]; None otherwise (a garbled or absurd value)."""
+    if value is None or not re.fullmatch(r"-?[0-9]{1,%d}" % _NUMBER_DIGITS, value):
         return None
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        return None
+    return number
+
+
+def read_properties(path: str) -> Dict[str, str]:
+    """A node's properties file: at most PROPERTIES_CAP bytes, undecodable bytes replaced (OSError
+    when it cannot be read)."""
+    with open(path, "rb") as f:
+        data = f.read(PROPERTIES_CAP)
+    return parse_properties(data.decode("utf-8", errors="replace"))
 
 
 def device_access(path: str) -> Tuple[bool, str]:
@@ -96,20 +123,20 @@ def read_gpus(sysfs: str, dev: str) -> Tuple[List[Gpu], Optional[str]]:
     for node in nodes:
         path = os.path.join(nodes_dir, node, "properties")
         try:
-            with open(path) as f:
-                props = parse_properties(f.read())
+            props = read_properties(path)
         except OSError:
             # The kernel refuses (EPERM) the properties of GPUs a device cgroup hides.
             unreadable.append(node)
             continue
-        version = _int(props.get("gfx_target_version"))
-        simd = _int(props.get("simd_count")) or 0
+        raw_version = _int(props.get("gfx_target_version"), 0, None)
+        version = raw_version if raw_version == 0 or plausible_gfx_version(raw_version) else None
+        simd = _int(props.get("simd_count"), 0, MAX_SIMD_COUNT) or 0
         if not version and not (version is None and simd > 0):
             continue  # a CPU node (gfx_target_version 0)
-        minor = _int(props.get("drm_render_minor"))
+        minor = _int(props.get("drm_render_minor"), 1, MAX_RENDER_MINOR)
         render = os.path.join(dev, "dri", "renderD%d" % minor) if minor else None
         gpus.append(Gpu(len(gpus), node, gfx_name(version) if version else None,
-                        _int(props.get("device_id")), render,
+                        _int(props.get("device_id"), 0, MAX_DEVICE_ID), render,
                         device_access(render) if render else (False, "no render node in the topology")))
     problem = None
     if unreadable and not gpus:
