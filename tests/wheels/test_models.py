@@ -27,7 +27,9 @@ HOST = "https://huggingface.co"
 
 
 class FlakyHandler(http.server.BaseHTTPRequestHandler):
-    """GET/HEAD with Range; server.faults: path -> list of "500" | "drop" | "404" consumed per request."""
+    """GET/HEAD with Range; server.faults: path -> list of "500" | "drop" | "404" | "endless" consumed per
+    request ("endless": no Content-Length, the file then more bytes until the client stops reading);
+    server.redirects: path -> the base URL of another server it is sent to (302)."""
 
     def log_message(self, *args) -> None:
         pass
@@ -35,6 +37,12 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
     def _serve(self, body: bool) -> None:
         path = self.path.split("?")[0]
         self.server.requests.append((self.command, path, self.headers.get("Range"), self.headers.get("Authorization")))
+        if path in self.server.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.server.redirects[path] + path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         faults = self.server.faults.get(path) or []
         fault = faults.pop(0) if faults and self.command == "GET" else None
         data = self.server.files.get(path)
@@ -55,12 +63,24 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
         else:
             self.send_response(200)
-        if not (self.command == "HEAD" and path in self.server.sizeless):   # a server that does not say
+        if fault == "endless":
+            self.send_header("Connection", "close")
+        elif not (self.command == "HEAD" and path in self.server.sizeless):   # a server that does not say
             self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         if not body:
             return
         chunk = data[start:]
+        if fault == "endless":
+            self.close_connection = True
+            try:
+                self.wfile.write(chunk)
+                for _ in range(64):                     # 64 MB at most: the client should stop long before
+                    self.wfile.write(b"E" * (1 << 20))
+                    self.server.endless_sent += 1 << 20
+            except OSError:
+                pass
+            return
         if fault == "drop":
             chunk = chunk[: len(chunk) // 2]
             self.wfile.write(chunk)
@@ -76,13 +96,19 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
         self._serve(False)
 
 
-@pytest.fixture
-def server():
+def start_server() -> http.server.ThreadingHTTPServer:
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
-    srv.files, srv.faults, srv.requests, srv.sizeless = {}, {}, [], set()
+    srv.files, srv.faults, srv.requests, srv.sizeless, srv.redirects = {}, {}, [], set(), {}
+    srv.endless_sent = 0
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.endpoint = "http://127.0.0.1:%d" % srv.server_address[1]
+    return srv
+
+
+@pytest.fixture
+def server():
+    srv = start_server()
     yield srv
     srv.shutdown()
 
@@ -297,3 +323,99 @@ def test_the_build_refuses_a_bad_url_or_checksum(tmp_path):
         build_models.parse_list("http://example.com/x\n out=a\n", "l.txt")
     with pytest.raises(BuildStepError, match="is not sha-256="):
         build_models.parse_list(LIST.format(digest="zz"), "l.txt")
+
+
+# ------------------------------------------------------------------ hostile lists and servers (issue 24)
+
+@pytest.mark.parametrize("models, says", [
+    ('{"models": {"m": "a string"}}', "model 'm' is not an object with a list of files"),            # M05
+    ('{"models": {"m": {}}}', "model 'm' is not an object with a list of files"),                     # M06
+    ('{"models": {"m": {"files": {"a": 1}}}}', "model 'm' is not an object with a list of files"),
+    ('{"models": {"m": {"files": [5]}}}', "refusing the list entry"),
+    ('{"models": {}, "tools": {"fake-tool": "tts"}}', "its tools are not an object of objects"),
+    ('{"models": {}, "tools": []}', "its tools are not an object of objects"),
+    ("[" * 200_000 + "]" * 200_000, "is unreadable"),                                                    # M18b
+    (b'{"models": {"\\xff": 1}}', "is unreadable"),
+])
+def test_a_broken_models_json_is_one_line_saying_to_reinstall(site, server, tmp_path, models, says):
+    target = site / "moshi_rocm" / "models.json"
+    target.write_bytes(models if isinstance(models, bytes) else models.encode())
+    for command in (["list"], ["download", "--all"], ["verify"]):
+        r = run_models(site, tmp_path / "cache", server, *command)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-500:]
+        assert lines[0].startswith("moshi-rocm models: ") and says in lines[0] and "reinstall the wheel" in lines[0]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("jobs", ["-5", "0", "17", "x", "\u00b2"])
+def test_download_jobs_is_a_number_from_1_to_16(site, server, tmp_path, jobs):
+    r = run_models(site, tmp_path / "cache", server, "download", "stt", "--jobs", jobs)   # M17
+    assert r.returncode == 2 and "argument --jobs" in r.stderr and "from 1 to 16" in r.stderr
+    assert server.requests == [] and not (tmp_path / "cache").exists()
+
+
+def test_the_token_is_not_sent_to_another_host_on_a_redirect(site, server, tmp_path):
+    """M19: HF_ENDPOINT (a mirror) sends the download on to another host (a CDN): the file comes from
+    there, HF_TOKEN does not go there; a redirect to the same host keeps it."""
+    other = start_server()
+    try:
+        stt = "/Org/repo/resolve/abc/stt.gguf"
+        tok = "/Org/repo/resolve/abc/tokenizer.model"
+        for path in (stt, tok):
+            other.files[path] = server.files[path]
+        server.redirects[stt] = other.endpoint.replace("127.0.0.1", "localhost")     # another host name
+        server.redirects[tok] = other.endpoint                                         # another port
+        r = run_models(site, tmp_path / "cache", server, "download", "stt", HF_TOKEN="secret-token")
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "cache" / "Org/stt-GGUF/stt.gguf").read_bytes() == server.files[stt]
+        assert all(q[3] == "Bearer secret-token" for q in server.requests)       # the mirror itself gets it
+        assert other.requests and all(q[3] is None for q in other.requests), other.requests
+        assert {q[0] for q in other.requests} == {"HEAD", "GET"}                # a HEAD stays a HEAD
+    finally:
+        other.shutdown()
+    # the same host (scheme, name and port) keeps the header; another host, port or scheme does not
+    models = template_models()
+    req = models._request(server.endpoint + "/x", {"HF_TOKEN": "t", "HF_ENDPOINT": server.endpoint})
+    handler = models._SameOriginAuth()
+    same = handler.redirect_request(req, None, 302, "Found", {}, server.endpoint + "/elsewhere")
+    assert same.get_header("Authorization") == "Bearer t"
+    for url in ("http://localhost:1/x", server.endpoint.replace("http:", "https:") + "/x"):
+        assert handler.redirect_request(req, None, 302, "Found", {}, url).get_header("Authorization") is None
+
+
+def template_models():
+    from tests.wheels.test_doctor import template_module
+    return template_module("models")
+
+
+def test_an_endless_answer_stops_at_the_size_the_server_gave(site, server, tmp_path):
+    """M12: the GET gives no Content-Length and does not end: what is written stops at the size a HEAD
+    gave (plus nothing), the part is removed, one line."""
+    stt = "/Org/repo/resolve/abc/stt.gguf"
+    server.faults[stt] = ["endless"]
+    r = run_models(site, tmp_path / "cache", server, "download", "stt")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 4 and "Traceback" not in r.stderr
+    assert lines[-1].startswith("moshi-rocm models: Org/stt-GGUF/stt.gguf: ") and \
+        "sends more than %d bytes, the size it gave" % len(server.files[stt]) in lines[-1]
+    assert not (tmp_path / "cache" / "Org/stt-GGUF/stt.gguf.part").exists()
+    assert server.endless_sent < 16 << 20
+
+
+def test_an_endless_answer_of_unknown_size_stops_at_the_cap(server, tmp_path, monkeypatch):
+    """Neither the GET nor a HEAD gives a size: what is written for one file stops at MAX_FILE."""
+    import io
+
+    models = template_models()
+    monkeypatch.setattr(models, "MAX_FILE", 3 << 20)
+    e = entry(server, "a/x.bin", os.urandom(1024))
+    path = e["url"][len(HOST):]
+    server.faults[path] = ["endless"]
+    server.sizeless.add(path)
+    folder = tmp_path / "models"
+    doc = {"models": {"m": {"files": [e]}}}
+    with pytest.raises(models.ModelsError) as caught:
+        models.download(doc, ["m"], folder, {"HF_ENDPOINT": server.endpoint}, stream=io.StringIO())
+    assert caught.value.code == 4 and "sends more than %d bytes;" % (3 << 20) in str(caught.value)
+    assert not (folder / "a/x.bin.part").exists() and not (folder / "a/x.bin").exists()

@@ -10,8 +10,10 @@ download: a few files at once; each into NAME.part, resumed with an HTTP range r
 retried with backoff on a dropped connection, a timeout or a 5xx answer, and renamed to
 its final name only after its checksum from the list matched; the free space is checked
 against the sizes the server gives before anything starts; Ctrl-C keeps the partial files.
-HF_TOKEN is sent to the models' host; HF_ENDPOINT (a mirror) replaces that host in every
-URL; MOSHI_ROCM_OFFLINE=1 (or HF_HUB_OFFLINE=1) refuses to touch the network.
+A file is written up to the size the server gives (the answer's Content-Length, else a HEAD's,
+else MAX_FILE) and no further. HF_TOKEN is sent to the models' host and never follows a
+redirect to another host; HF_ENDPOINT (a mirror) replaces that host in every URL;
+MOSHI_ROCM_OFFLINE=1 (or HF_HUB_OFFLINE=1) refuses to touch the network.
 
 Exit codes: 0 done, 2 bad arguments (an unknown model), 3 checksum mismatch, 4 download
 failed (404, 5xx, timeout), 5 not enough space, 6 folder not writable, 7 offline,
@@ -46,6 +48,8 @@ CHUNK = 1 << 20
 JOBS = 3
 RETRIES = 4
 TIMEOUT = 30
+MAX_JOBS = 16
+MAX_FILE = 64 << 30     # what one file may grow to when neither the GET nor a HEAD gives its size
 EXIT_USAGE, EXIT_CHECKSUM, EXIT_NETWORK, EXIT_SPACE, EXIT_FOLDER, EXIT_OFFLINE, EXIT_INTERRUPTED = 2, 3, 4, 5, 6, 7, 130
 _PART = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
 
@@ -71,14 +75,20 @@ def load(package_dir: Path = PACKAGE_DIR) -> dict:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelsError("this wheel carries no model lists (%s is missing)" % path, EXIT_USAGE) from None
-    except (OSError, ValueError) as e:
-        raise ModelsError("%s is unreadable: %s; reinstall the wheel" % (path, e), EXIT_USAGE) from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise ModelsError("%s is unreadable: %s; reinstall the wheel" % (path, str(e)[:200]), EXIT_USAGE) from None
     models = doc.get("models") if isinstance(doc, dict) else None
     if not isinstance(models, dict):
         raise ModelsError("%s has no models; reinstall the wheel" % path, EXIT_USAGE)
     for name, model in models.items():
-        for f in (model or {}).get("files") or []:
+        if not isinstance(model, dict) or not isinstance(model.get("files"), list):
+            raise ModelsError("%s: model %r is not an object with a list of files; reinstall the wheel"
+                              % (path, name[:80]), EXIT_USAGE)
+        for f in model["files"]:
             check_entry(name, f)
+    tools = doc.get("tools", {})
+    if not isinstance(tools, dict) or not all(isinstance(t, dict) for t in tools.values()):
+        raise ModelsError("%s: its tools are not an object of objects; reinstall the wheel" % path, EXIT_USAGE)
     return doc
 
 
@@ -89,7 +99,7 @@ def check_entry(name: str, entry) -> None:
         and all(p not in (".", "..") and _PART.fullmatch(p) for p in entry["out"].split("/"))
     if not ok:
         raise ModelsError("model %s: refusing the list entry %r (not an https URL with a plain relative out= "
-                          "path and a checksum)" % (name, str(entry)[:160]), EXIT_USAGE)
+                          "path and a checksum); reinstall the wheel" % (name[:80], str(entry)[:160]), EXIT_USAGE)
 
 
 def pick(doc: dict, names: Sequence[str], everything: bool) -> List[str]:
@@ -136,6 +146,30 @@ def endpoint_url(url: str, environ) -> str:
     return url
 
 
+class _SameOriginAuth(urllib.request.HTTPRedirectHandler):
+    """Redirects that keep HF_TOKEN (the Authorization header) only while the scheme, host and port
+    stay the same: a mirror or the models' host may send the download to another host (a CDN), which
+    gets the file's URL but never the token. A HEAD stays a HEAD."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is None:
+            return None
+        if req.get_method() == "HEAD":
+            new.method = "HEAD"
+        old, to = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)
+        if (old.scheme, old.hostname, old.port) != (to.scheme, to.hostname, to.port):
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_SameOriginAuth)
+
+
+def _open(req: urllib.request.Request):
+    return _OPENER.open(req, timeout=TIMEOUT)
+
+
 def _request(url: str, environ, method: str = "GET", offset: int = 0) -> urllib.request.Request:
     req = urllib.request.Request(url, method=method, headers={"User-Agent": "moshi-rocm"})
     if offset:
@@ -150,8 +184,7 @@ def _request(url: str, environ, method: str = "GET", offset: int = 0) -> urllib.
 
 def remote_size(entry: dict, environ) -> Optional[int]:
     try:
-        with urllib.request.urlopen(_request(endpoint_url(entry["url"], environ), environ, "HEAD"),
-                                    timeout=TIMEOUT) as r:
+        with _open(_request(endpoint_url(entry["url"], environ), environ, "HEAD")) as r:
             length = r.headers.get("Content-Length", "")
             return int(length) if length.isascii() and length.isdigit() else None
     except (urllib.error.URLError, OSError, ValueError):
@@ -214,8 +247,9 @@ def _hash_of(path: Path, algorithm: str, h=None):
 
 
 def fetch(entry: dict, folder: Path, environ, progress: Progress, stop: threading.Event,
-          sleep: Callable[[float], None] = time.sleep) -> None:
-    """One file: resumed into .part, checked, renamed. ModelsError on what retrying cannot fix."""
+          sleep: Callable[[float], None] = time.sleep, expected: Optional[int] = None) -> None:
+    """One file: resumed into .part, checked, renamed. ModelsError on what retrying cannot fix.
+    `expected`: the size a HEAD gave, the most that is written when the GET does not say."""
     dest = folder / entry["out"]
     part = part_of(dest)
     try:
@@ -226,7 +260,7 @@ def fetch(entry: dict, folder: Path, environ, progress: Progress, stop: threadin
     for attempt in range(RETRIES + 1):
         offset = part.stat().st_size if part.exists() else 0
         try:
-            _transfer(url, part, offset, entry, environ, progress, stop)
+            _transfer(url, part, offset, entry, environ, progress, stop, expected)
             break
         except urllib.error.HTTPError as e:
             if e.code == 416 and offset:       # the part is whole already
@@ -258,19 +292,30 @@ def fetch(entry: dict, folder: Path, environ, progress: Progress, stop: threadin
 
 
 def _transfer(url: str, part: Path, offset: int, entry: dict, environ, progress: Progress,
-              stop: threading.Event) -> None:
-    with urllib.request.urlopen(_request(url, environ, offset=offset), timeout=TIMEOUT) as r:
+              stop: threading.Event, expected: Optional[int] = None) -> None:
+    with _open(_request(url, environ, offset=offset)) as r:
         if offset and r.status != 206:        # the server ignored the range: start again
             offset = 0
         length = r.headers.get("Content-Length", "")
-        size = offset + int(length) if length.isascii() and length.isdigit() else None
+        size = offset + int(length) if length.isascii() and length.isdigit() and len(length) < 20 else None
+        # The list gives no sizes: the most one file may take is what the server says (this answer's
+        # Content-Length, else a HEAD's), else MAX_FILE.
+        limit = size if size is not None else expected if expected is not None else MAX_FILE
+        limit = min(limit, MAX_FILE)
         with open(part, "ab" if offset else "wb") as out:
             got = offset
             progress.update(entry["out"], got, size, 0)
             while not stop.is_set():
-                chunk = r.read(CHUNK)
+                chunk = r.read(max(0, min(CHUNK, limit - got)) + 1)
                 if not chunk:
                     break
+                if got + len(chunk) > limit:
+                    out.write(chunk[: limit - got])
+                    out.close()
+                    part.unlink()
+                    raise ModelsError("%s: %s sends more than %d bytes%s; the partial file was removed"
+                                      % (entry["out"], url, limit,
+                                         "" if limit == MAX_FILE else ", the size it gave"), EXIT_NETWORK)
                 out.write(chunk)
                 got += len(chunk)
                 progress.update(entry["out"], got, size, len(chunk))
@@ -310,7 +355,7 @@ def download(doc: dict, names: Sequence[str], folder: Path, environ, jobs: int =
     progress = Progress(sum(s for s in sizes if s), stream)
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
-    futures = [pool.submit(fetch, e, folder, environ, progress, stop) for e in entries]
+    futures = [pool.submit(fetch, e, folder, environ, progress, stop, expected=s) for e, s in zip(entries, sizes)]
     try:
         for f in futures:
             while True:
@@ -414,6 +459,14 @@ def missing_default(tool: str, args: Sequence[str], environ, package_dir: Path =
             % (tool, folder, model_folder(environ), entry.get("model")))
 
 
+def _jobs(value: str) -> int:
+    import argparse
+
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_JOBS):
+        raise argparse.ArgumentTypeError("%r: give a number of files at once from 1 to %d" % (value[:20], MAX_JOBS))
+    return int(value)
+
+
 def main(argv: Sequence[str]) -> int:
     import argparse
 
@@ -425,7 +478,7 @@ def main(argv: Sequence[str]) -> int:
     d = sub.add_parser("download", help="download models (resumable)")
     d.add_argument("names", nargs="*")
     d.add_argument("--all", action="store_true")
-    d.add_argument("--jobs", type=int, default=JOBS, help="files at once (default %d)" % JOBS)
+    d.add_argument("--jobs", type=_jobs, default=JOBS, help="files at once, 1 to %d (default %d)" % (MAX_JOBS, JOBS))
     v = sub.add_parser("verify", help="hash what is present again")
     v.add_argument("names", nargs="*")
     sub.add_parser("path", help="print the model folder")
