@@ -14,7 +14,7 @@ check_python()  # before the imports that need a newer Python
 import click  # noqa: E402
 
 from builder.common.cache import Cache  # noqa: E402
-from builder.errors import (ConfigurationError, FatalError, InterruptedByUser, from_os_error,  # noqa: E402
+from builder.errors import (ConfigurationError, FatalError, InterruptedByUser, NotAWheelError, from_os_error,  # noqa: E402
                             shorten, shorten_runs)
 from builder.sources.recipe import DEFAULT_PATCHES_DIR, DEFAULT_RECIPES_DIR, load_recipes, select_application  # noqa: E402
 from builder import pipeline  # noqa: E402
@@ -142,6 +142,10 @@ def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
                f"{report.seconds:.1f} s")
 
 
+# The largest --build-number: 9 digits keep a wheel's file name far below 255 bytes.
+MAX_BUILD_NUMBER = 999_999_999
+
+
 @cli.command("all")
 @click.option("--gpu-targets", required=True, metavar="LIST",
               help='gfx targets separated by ";" or ",", e.g. "gfx1100;gfx1030".')
@@ -149,8 +153,9 @@ def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
 @click.option("--app", default=None, help="Application recipe to package (default: moshi.cpp).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("wheelhouse"),
               show_default=True, help="Where the wheels go.")
-@click.option("--build-number", type=click.IntRange(0), default=0, show_default=True,
-              help="Our build number, appended to the application's release in the wheel version.")
+@click.option("--build-number", type=click.IntRange(0, MAX_BUILD_NUMBER), default=0, show_default=True,
+              help="Our build number, appended to the application's release in the wheel version "
+                   "(at most 9 digits: a wheel's file name must stay under 255 bytes).")
 @click.option("--size-report", is_flag=True, help="List what takes the room in each wheel.")
 @click.option("--wheels", "wheel_set", type=click.Choice(pipeline.WHEEL_SETS), default="all", show_default=True,
               help="base: only the shared moshi-rocm wheel (no per-target build); targets: only the "
@@ -274,15 +279,25 @@ def verify_cmd(wheels, as_json, cache_dir, build_paths, base):
             made[needed, suite] = code_selection.default_probe_root(needed, Cache(cache_dir).envs,
                                                                     lambda line: click.echo(line, err=True), suite)
         return made[needed, suite]
-    reports = []
+    reports, not_wheels = [], []
     for path in wheels:
-        report = verify.verify_wheel(path, build_paths=dirs, probe_root=probe_root, base=base)
+        try:
+            report = verify.verify_wheel(path, build_paths=dirs, probe_root=probe_root, base=base)
+        except NotAWheelError as e:
+            if not as_json:
+                raise
+            not_wheels.append(e)       # --json: the document still covers every argument
+            reports.append(verify.not_a_wheel_entry(path, e))
+            continue
         reports.append(report)
         if not as_json:
             for line in verify.report_lines(report):
                 click.echo(line)
     if as_json:
         click.echo(verify.json_document(reports))
+    if not_wheels:
+        raise not_wheels[0] if len(not_wheels) == 1 else NotAWheelError(
+            f"{len(not_wheels)} of {len(reports)} argument(s) are not wheels; the first: {not_wheels[0]}")
     if not all(r.ok for r in reports):
         sys.exit(1)  # click returns an Exit code instead of raising it when not standalone
 

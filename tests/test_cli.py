@@ -232,3 +232,12 @@ def test_the_manual_documents_every_exit_code():
              if isinstance(c, type) and issubclass(c, errors.FatalError) and c is not errors.FatalError}
     assert codes <= table, codes - table
     assert "One rule for expected faults" in page
+
+
+def test_a_build_number_of_4000_digits_is_refused_where_it_is_parsed(capsys):
+    # probes F18a/F18c: accepted until the wheel (a 4,065-byte file name) was made
+    assert run(["all", "--build-number", "9" * 4000, "--gpu-targets", "gfx1100",
+                "--source", "moshi.cpp=/nonexistent-probe24"]) == 2
+    err = capsys.readouterr().err
+    assert "--build-number" in err and "0<=x<=999999999" in err and "Traceback" not in err
+    assert max(len(line) for line in err.splitlines()) < 1000

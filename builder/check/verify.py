@@ -52,7 +52,7 @@ from builder.package import rules
 from builder.package.rules import RuntimeSpec
 
 __all__ = ["CHECKS", "MAX_TEXT_BYTES", "CheckResult", "VerifyReport", "VerifySettings", "build_dirs_of",
-           "claimed_policy", "default_build_paths", "json_document", "load_settings", "read_wheel",
+           "claimed_policy", "default_build_paths", "json_document", "load_settings", "not_a_wheel_entry", "read_wheel",
            "report_lines", "verify_wheel"]
 
 CHECKS: tuple[Check, ...] = (
@@ -113,6 +113,13 @@ def report_lines(report: VerifyReport) -> list[str]:
     return [f"{report.wheel.name} ({report.label}, {report.seconds:.1f} s)"] + [f"  {line}" for line in report.lines()]
 
 
-def json_document(reports: Sequence[VerifyReport]) -> str:
-    """`moshi-build verify --json`: one document for all the wheels."""
-    return json.dumps({"ok": all(r.ok for r in reports), "wheels": [r.to_json() for r in reports]}, indent=2)
+def not_a_wheel_entry(path: Path | str, error: Exception) -> dict:
+    """An argument that could not be read as a wheel, as an entry of the JSON document."""
+    return {"wheel": str(path), "gpu_target": None, "ok": False, "error": str(error), "checks": []}
+
+
+def json_document(reports: Sequence[VerifyReport | dict]) -> str:
+    """`moshi-build verify --json`: one document for all the arguments, in their order
+    (one that is not a wheel is its not_a_wheel_entry())."""
+    entries = [r if isinstance(r, dict) else r.to_json() for r in reports]
+    return json.dumps({"ok": all(e["ok"] for e in entries), "wheels": entries}, indent=2)

@@ -425,6 +425,23 @@ def test_cli_lines_json_and_exit_codes(tmp_path, elf, capsys, offload_reader_for
     assert failed[0]["problems"] == ["libggml-hip.so carries code objects for gfx1030, none for gfx1100"]
 
 
+def test_cli_json_covers_an_argument_that_is_not_a_wheel(tmp_path, elf, capsys, offload_reader_for_comgr):
+    """Probes F17a/F17b: a non-wheel among good wheels printed no JSON at all."""
+    good = pack(tmp_path / "good", members(elf))
+    junk = tmp_path / "junk-1.0-py3-none-any.whl"
+    junk.write_bytes(b"not a zip archive\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    assert run_cli(["verify", "--json", str(good), str(junk), str(notes)]) == 16
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["ok"] is False
+    assert [(Path(w["wheel"]).name, w["ok"]) for w in doc["wheels"]] == [
+        (good.name, True), (junk.name, False), (notes.name, False)]
+    assert "not a wheel" in doc["wheels"][1]["error"] and "not a wheel" in doc["wheels"][2]["error"]
+    assert "2 of 3 argument(s) are not wheels" in captured.err and "Traceback" not in captured.err
+
+
 def test_pipeline_rejects_a_failing_wheel(tmp_path, elf, offload_reader_for_comgr):
     """What make_wheels() runs after each build_wheel(): a failing wheel ends the run, moved aside."""
     content = members(elf)
