@@ -158,8 +158,19 @@ def _record_digest(algorithm: str, digest: bytes) -> str:
 def _read_record(data: bytes, member: str, problems: list[str]) -> dict[str, tuple[str, str]] | None:
     """RECORD's rows: path -> (hash, size), or None (a problem noted) when it cannot be read."""
     try:
-        rows = list(csv.reader(data.decode("utf-8").splitlines()))
-    except (UnicodeDecodeError, csv.Error) as e:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        problems.append(f"{member} is not readable ({shorten(e, 80)})")
+        return None
+    return parse_record(text, member, problems)
+
+
+def parse_record(text: str, member: str, problems: list[str]) -> dict[str, tuple[str, str]] | None:
+    """RECORD's rows (text): path -> (hash, size), or None (a problem noted, one line) when it
+    cannot be parsed, e.g. a field longer than csv's limit. Every reader of RECORD parses it here."""
+    try:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as e:
         problems.append(f"{member} is not readable ({shorten(e, 80)})")
         return None
     entries: dict[str, tuple[str, str]] = {}

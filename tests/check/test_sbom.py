@@ -82,3 +82,16 @@ def test_auditwheels_own_sbom_is_left_alone(tmp_path, elf):
     content = members(elf)
     content[f"{DIST_INFO}/sboms/auditwheel.cdx.json"] = b'{"bomFormat": "CycloneDX", "specVersion": "1.4"}'
     assert sbom_line(tmp_path, content).startswith("PASS sbom: ")
+
+
+def test_a_record_with_a_16_mb_line_is_a_check_failure_in_one_line(tmp_path, elf):
+    # probe F08d: RECORD with a 16 MB line raised _csv.Error in the sbom check
+    good = pack(tmp_path / "good", members(elf))
+    record = f"{DIST_INFO}/RECORD"
+    text = zipfile.ZipFile(good).read(record).decode()
+    bad = repack(good, tmp_path / "long", replace={record: (text + "x" * (16 << 20) + ",,\n").encode()})
+    report = verify.verify_wheel(bad, probe_root=fake_probe_root(), build_paths=[tmp_path / "build-cache"])
+    results = {c.name: c for c in report.checks}
+    assert not results["sbom"].ok and f"{record} is not readable" in results["sbom"].line
+    assert "\n" not in results["sbom"].line and len(results["sbom"].line) < 400
+    assert not results["archive"].ok

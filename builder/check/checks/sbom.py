@@ -11,8 +11,6 @@ package manager owns the libraries it grafts) are left alone.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -21,6 +19,7 @@ from builder.check.context import Check, Context
 from builder.check.names import same_version
 from builder.check.results import CheckResult, check_result, counted
 from builder.check.wheel_contents import SBOM_SUFFIX as SUFFIX
+from builder.common.wheel_reader import parse_record
 from builder.package.sbom import PROPERTY, SBOM_DIR, SBOM_FILE, validate
 
 NAME = "sbom"
@@ -32,10 +31,6 @@ def _list(value) -> list:
 
 def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
-
-
-def _record_paths(text: str) -> set[str]:
-    return {row[0] for row in csv.reader(io.StringIO(text)) if row}
 
 
 def check_sbom(ctx: Context) -> CheckResult:
@@ -53,7 +48,11 @@ def check_sbom(ctx: Context) -> CheckResult:
     if member.count("/") != 2 or not dist_info.endswith(".dist-info"):
         problems.append(f"{member} is not in the wheel's .dist-info/{SBOM_DIR}/")
     record = ctx.contents.texts.get(f"{dist_info}/RECORD")
-    if record is None or member not in _record_paths(record):
+    unreadable: list[str] = []     # the archive check names RECORD's other faults
+    entries = None if record is None else parse_record(record, f"{dist_info}/RECORD", unreadable)
+    if entries is None and unreadable:
+        problems.append(unreadable[0])
+    elif entries is None or member not in entries:
         problems.append(f"{member} is not listed in {dist_info}/RECORD")
     text = ctx.contents.texts.get(member, "")
     try:
