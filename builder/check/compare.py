@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import struct
 import zipfile
 from pathlib import Path
 
 from builder.common.files import sha256_file
+from builder.errors import shorten
 
 CHUNK = 1 << 20
 
@@ -98,9 +100,7 @@ def _first_difference(za: zipfile.ZipFile, zb: zipfile.ZipFile, a: Path, b: Path
             if va != vb:
                 return Difference("metadata", ia.filename, detail=f"{label} {_show(field, va)} vs {_show(field, vb)}")
         if ia.CRC != ib.CRC or ia.file_size != ib.file_size:
-            offset = _first_differing_offset(za, zb, ia.filename)
-            return Difference("content", ia.filename, offset,
-                              _content_detail(za, zb, ia.filename, offset, ia.file_size, ib.file_size))
+            return _content_difference(za, zb, ia, ib, a, b)
     if za.comment != zb.comment:
         return Difference("container", None, detail=f"archive comment {za.comment!r} vs {zb.comment!r}")
     offset = _first_differing_file_offset(a, b)
@@ -108,6 +108,27 @@ def _first_difference(za: zipfile.ZipFile, zb: zipfile.ZipFile, a: Path, b: Path
     return Difference("container", holder, offset,
                       "every member has the same bytes and metadata, the archives differ "
                       "(compression level or zlib version)" + (f"; the byte is in the record of {holder}" if holder else ""))
+
+
+def _content_difference(za: zipfile.ZipFile, zb: zipfile.ZipFile, ia: zipfile.ZipInfo, ib: zipfile.ZipInfo,
+                        a: Path, b: Path) -> Difference:
+    """Where a member's bytes differ, read as verify reads them: a member of absurd size or
+    ratio (a bomb), an encrypted or unreadable one is a one-line difference, never read whole."""
+    from builder.common.wheel_reader import _ZIP_ERRORS, member_problem
+
+    name = ia.filename
+    for info, where in ((ia, a.parent), (ib, b.parent)):
+        why = member_problem(info)
+        if why is None and info.flag_bits & 0x1:
+            why = "is encrypted (zip's flag bit 0): not read"
+        if why:
+            return Difference("content", name, detail=f"cannot be compared: in {where} it {why}")
+    try:
+        offset = _first_differing_offset(za, zb, name)
+        return Difference("content", name, offset, _content_detail(za, zb, name, offset, ia.file_size, ib.file_size))
+    except _ZIP_ERRORS as e:
+        return Difference("content", name, detail=f"cannot be compared: not readable "
+                                                  f"({type(e).__name__}: {shorten(e, 120)})")
 
 
 def _show(field: str, value) -> str:
@@ -150,32 +171,56 @@ def _content_detail(za: zipfile.ZipFile, zb: zipfile.ZipFile, name: str, offset:
     return f"{sizes}{where} (sha256 {digests[0]}… vs {digests[1]}…)"
 
 
+# The most of a member's section table (and of a section name) read to name the section that
+# holds a difference: ours have at most a few hundred sections (64 bytes each).
+MAX_SECTION_TABLE = 1 << 20
+_SHT_NOBITS = 8
+
+
 def _elf_section_at(z: zipfile.ZipFile, name: str, offset: int) -> str | None:
-    """The name of the ELF section (or program/section header table) holding file offset `offset`."""
+    """The name of the ELF section (or program/section header table) holding file offset `offset`.
+    Only the ELF header, the section table (at most MAX_SECTION_TABLE bytes) and one name are
+    read, by seeking in the member's stream: never the member whole."""
     with z.open(name) as f:
-        if f.read(4) != b"\x7fELF":
+        head = f.read(64)
+        if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
             return None
-    import io
-
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        elf = ELFFile(io.BytesIO(z.read(name)))
-        header = elf.header
-        if offset < header["e_ehsize"]:
+        order = "<" if head[5] == 1 else ">"
+        wide = head[4] == 2
+        try:
+            if wide:
+                phoff, shoff = struct.unpack_from(order + "QQ", head, 32)
+                ehsize, phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(order + "6H", head, 52)
+            else:
+                phoff, shoff = struct.unpack_from(order + "II", head, 28)
+                ehsize, phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(order + "6H", head, 40)
+        except struct.error:
+            return None
+        if offset < ehsize:
             return "ELF header"
-        if header["e_phoff"] <= offset < header["e_phoff"] + header["e_phnum"] * header["e_phentsize"]:
+        if phoff <= offset < phoff + phnum * phentsize:
             return "program headers"
-        if header["e_shoff"] <= offset < header["e_shoff"] + header["e_shnum"] * header["e_shentsize"]:
+        if shoff <= offset < shoff + shnum * shentsize:
             return "section headers"
-        for section in elf.iter_sections():
-            start, size = section["sh_offset"], section["sh_size"]
-            if section["sh_type"] != "SHT_NOBITS" and start <= offset < start + size:
-                return section.name or "(unnamed section)"
-    except (ELFError, ValueError, KeyError, IndexError):
-        return None
-    return "between sections"
+        if not shnum or shentsize < (64 if wide else 40) or shnum * shentsize > MAX_SECTION_TABLE:
+            return None
+        try:
+            f.seek(shoff)
+            table = f.read(shnum * shentsize)
+            if len(table) < shnum * shentsize:
+                return None
+            layout = order + ("IIQQQQ" if wide else "IIIIII")
+            sections = [struct.unpack_from(layout, table, i * shentsize) for i in range(shnum)]
+            holder = next((sh for sh in sections if sh[1] != _SHT_NOBITS and sh[4] <= offset < sh[4] + sh[5]), None)
+            if holder is None:
+                return "between sections"
+            if shstrndx >= shnum:
+                return "(unnamed section)"
+            f.seek(sections[shstrndx][4] + holder[0])
+            raw = f.read(256).split(b"\0", 1)[0]
+        except (OSError, ValueError, EOFError, struct.error):
+            return None
+    return raw.decode("ascii", "replace") or "(unnamed section)"
 
 
 def _first_differing_file_offset(a: Path, b: Path) -> int | None:

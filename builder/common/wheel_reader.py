@@ -114,6 +114,18 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImpl
                ValueError, OverflowError, UnicodeDecodeError, RuntimeError)
 
 
+def member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a member is not to be read (None: it may be): an absurd declared size or compression
+    ratio (a bomb or a lying header). Every reader of a wheel's members asks this first."""
+    if info.file_size > MAX_MEMBER_SIZE:
+        return (f"declares {info.file_size:,} bytes, over the {MAX_MEMBER_SIZE >> 30} GiB a member may "
+                "have: not read")
+    if info.file_size >= _RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        return (f"would grow {info.file_size // max(info.compress_size, 1):,} times when unpacked "
+                f"(at most {MAX_RATIO} is sane): not read")
+    return None
+
+
 def unsafe_name(name: str) -> str | None:
     """Why pip would not install the member `name` where its name says (None: it would)."""
     if not name or name == "/":
@@ -317,14 +329,9 @@ class _Pass:
 
     def _sane_size(self, info: zipfile.ZipInfo) -> bool:
         """A member of absurd declared size or compression ratio is named, not read."""
-        member = info.filename
-        if info.file_size > MAX_MEMBER_SIZE:
-            self.problems.append(f"{shorten(member, 120)} declares {info.file_size:,} bytes, over the "
-                                 f"{MAX_MEMBER_SIZE >> 30} GiB a member may have: not read")
-            return False
-        if info.file_size >= _RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            self.problems.append(f"{shorten(member, 120)} would grow {info.file_size // max(info.compress_size, 1):,} "
-                                 f"times when unpacked (at most {MAX_RATIO} is sane): not read")
+        why = member_problem(info)
+        if why:
+            self.problems.append(f"{shorten(info.filename, 120)} {why}")
             return False
         return True
 

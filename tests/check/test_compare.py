@@ -140,3 +140,78 @@ def test_cli_compare_exit_codes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["compare", str(a), str(tmp_path / "b")])
     assert exit_.value.code == 2 and "two wheels or two folders" in capsys.readouterr().err
+
+
+# --- hostile wheels (probe 24: F09c, V03, V04) --------------------------------
+
+
+def raw_zip(path: Path, members: list[dict]) -> Path:
+    """members: dicts name, data (compressed bytes), crc, size, method (8 deflate, 14 lzma), flags."""
+    import struct
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dostime, dosdate = 0, (40 << 9) | (1 << 5) | 1
+    central = b""
+    with open(path, "wb") as f:
+        for m in members:
+            name = m["name"].encode()
+            offset = f.tell()
+            f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, m.get("flags", 0), m.get("method", 8), dostime, dosdate,
+                                m["crc"], len(m["data"]), m["size"], len(name), 0) + name + m["data"])
+            central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | 20, 20, m.get("flags", 0),
+                                   m.get("method", 8), dostime, dosdate, m["crc"], len(m["data"]), m["size"],
+                                   len(name), 0, 0, 0, 0, 0o100644 << 16, offset) + name
+        cd_offset = f.tell()
+        f.write(central)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), cd_offset, 0))
+    return path
+
+
+def deflated(name: str, data: bytes, **kw) -> dict:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return {"name": name, "data": c.compress(data) + c.flush(), "crc": zlib.crc32(data), "size": len(data), **kw}
+
+
+def test_an_encrypted_member_is_a_one_line_difference(tmp_path):
+    # probe F09c: zipfile raised RuntimeError ("password required")
+    a = raw_zip(tmp_path / "a" / NAME, [deflated("demo/_runtime.json", b'{"version": "1"}', flags=0x1)])
+    b = raw_zip(tmp_path / "b" / NAME, [deflated("demo/_runtime.json", b'{"version": "2"}', flags=0x1)])
+    d = compare.compare_wheels(a, b).difference
+    assert (d.kind, d.member) == ("content", "demo/_runtime.json")
+    assert "cannot be compared" in d.detail and "encrypted" in d.detail and "\n" not in d.line()
+
+
+def test_an_lzma_bomb_is_not_unpacked(tmp_path):
+    # probe V04: 3.1 GB RSS and BadZipFile for two 150 KB wheels; compare had no ratio bound
+    import lzma
+    filters = [{"id": lzma.FILTER_LZMA1, "preset": 1, "dict_size": 1 << 20}]
+    c = lzma.LZMACompressor(lzma.FORMAT_RAW, filters=filters)
+    zeros = b"\0" * (64 << 20)
+    props = lzma._encode_filter_properties(filters[0])
+    data = struct_pack_lzma(props) + c.compress(zeros) + c.flush()
+    bomb = {"name": "demo/bomb.bin", "data": data, "crc": zlib.crc32(zeros), "size": len(zeros), "method": 14,
+            "flags": 0x2}
+    a = raw_zip(tmp_path / "a" / NAME, [bomb, deflated("demo/x", b"a")])
+    b = raw_zip(tmp_path / "b" / NAME, [dict(bomb, crc=bomb["crc"] ^ 1), deflated("demo/x", b"b")])
+    d = compare.compare_wheels(a, b).difference
+    assert (d.kind, d.member) == ("content", "demo/bomb.bin")
+    assert "cannot be compared" in d.detail and "times when unpacked" in d.detail
+
+
+def struct_pack_lzma(props: bytes) -> bytes:
+    import struct
+    return struct.pack("<BBH", 9, 4, len(props)) + props
+
+
+def test_an_elf_looking_member_is_never_read_whole(tmp_path, monkeypatch):
+    # probe V03: _elf_section_at read a whole 1 GiB '\x7fELF'+zeros member into memory
+    size = 8 << 20
+    head = b"\x7fELF\x02\x01\x01" + b"\0" * (size - 8)
+    a = raw_zip(tmp_path / "a" / NAME, [deflated("demo/libx.so", head + b"\0")])
+    b = raw_zip(tmp_path / "b" / NAME, [deflated("demo/libx.so", head + b"\1")])
+
+    def no_whole_read(*args, **kwargs):
+        raise AssertionError("a member read whole")
+    monkeypatch.setattr(zipfile.ZipFile, "read", no_whole_read)
+    d = compare.compare_wheels(a, b).difference
+    assert (d.kind, d.member, d.offset) == ("content", "demo/libx.so", size - 1)
+    assert "ELF section" not in d.detail       # no section table: nothing named, nothing read whole
