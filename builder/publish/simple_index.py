@@ -247,6 +247,17 @@ def _inside(out: Path, rel: str) -> Path | None:
     return out.joinpath(*parts)
 
 
+def _linked_folder(out: Path, rel: str) -> Path | None:
+    """The first folder between OUT and OUT/rel that is a symbolic link (None: none is). Writing
+    through it would put the index (or delete files) outside OUT."""
+    parts = rel.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        folder = out.joinpath(*parts[:i])
+        if os.path.islink(folder):
+            return folder
+    return None
+
+
 def _place(src: Path, dest: Path) -> None:
     """Put `src` at `dest` atomically: a hard link if the file system allows, else a copy."""
     if dest.exists() and not dest.is_symlink() and os.path.samefile(src, dest):
@@ -290,7 +301,15 @@ def write_index(dists: list[Distribution], out: Path, base_url: str | None = Non
     try:
         out.mkdir(parents=True, exist_ok=True)
         ours = _read_manifest(out)
-        # Check every place before writing anything: nothing of someone else's is replaced.
+        # Check every place before writing anything: nothing of someone else's is replaced, and
+        # nothing is written through a link to somewhere outside OUT.
+        for rel in planned:
+            linked = _linked_folder(out, rel)
+            if linked is not None:
+                raise ConfigurationError(
+                    f"{linked} is a symbolic link (to {shorten(os.readlink(linked))}): `moshi-build index` writes "
+                    f"only inside {out}, never through a link; remove the link, or choose another --out"
+                )
         for rel, sha in planned.items():
             dest = out / rel
             if rel in ours or not os.path.lexists(dest):
@@ -319,7 +338,7 @@ def write_index(dists: list[Distribution], out: Path, base_url: str | None = Non
             if rel in planned:
                 continue
             dest = _inside(out, rel)
-            if dest is None or not os.path.lexists(dest):
+            if dest is None or not os.path.lexists(dest) or _linked_folder(out, rel) is not None:
                 continue
             if dest.is_file() and not dest.is_symlink() and _could_be_ours(rel, dest) and sha256_file(dest) == sha:
                 dest.unlink()

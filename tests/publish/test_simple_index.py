@@ -416,3 +416,20 @@ def test_an_edited_manifest_cannot_make_index_delete_a_file_it_did_not_write(whe
     manifest.write_text(json.dumps(data))
     simple_index.build_index(wheelhouse, site)
     assert notes.read_text() == "the maintainers' notes\n"
+
+
+@pytest.mark.parametrize("link", ["simple", "simple/tiny-tool"])
+def test_a_link_in_the_output_path_is_refused_and_nothing_outside_is_touched(wheelhouse, tmp_path, capsys, link):
+    # probe F06d: OUT/simple a symlink to a folder outside (a site checkout holding a link)
+    out = tmp_path / "site"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "theirs.txt").write_text("theirs\n")
+    (out / link).parent.mkdir(parents=True, exist_ok=True)
+    (out / link).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(SystemExit) as exit_:
+        main(["index", str(wheelhouse), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "is a symbolic link" in err and err.count("\n") == 1
+    assert sorted(p.name for p in outside.iterdir()) == ["theirs.txt"]
+    assert not (out / "index.html").exists()
