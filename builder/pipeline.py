@@ -241,6 +241,80 @@ def verify_built_wheel(path: Path, report: BuildReport, runtime_root: Path, envs
 
 
 REPRODUCE_MARKER = ".moshi-build-reproduce"
+_REPRODUCE_MADE_BY = "moshi-build --check-reproducible"
+
+
+def _reproduce_contents(folder: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """What `folder` holds below it: regular files (relative path -> sha256), links (-> target),
+    and anything else (special files), the marker left out. Links are never followed."""
+    from builder.common.files import sha256_file
+
+    files, links, other = {}, {}, []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in list(dirnames) + filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(folder).as_posix()
+            if rel == REPRODUCE_MARKER:
+                continue
+            if path.is_symlink():
+                links[rel] = os.readlink(path)
+            elif path.is_file():
+                files[rel] = sha256_file(path)
+            elif not path.is_dir():
+                other.append(rel)
+    return files, links, other
+
+
+def _record_reproduce(folder: Path) -> None:
+    """The marker: what this run wrote into `folder` (names and sha256), the proof the next run
+    needs before it deletes anything there."""
+    from builder.common.files import write_atomic
+
+    files, links, _ = _reproduce_contents(folder)
+    write_atomic(folder / REPRODUCE_MARKER, json.dumps({"made_by": _REPRODUCE_MADE_BY, "files": files,
+                                                        "links": links}, indent=1, sort_keys=True) + "\n",
+                 doing="recording what the second build wrote")
+
+
+def _remove_reproduce(folder: Path) -> None:
+    """Delete `folder` if it holds exactly what its marker says a previous run wrote; else
+    ConfigurationError (one line) and nothing is deleted."""
+    from builder.errors import ConfigurationError
+
+    marker = folder / REPRODUCE_MARKER
+
+    def refuse(why: str) -> ConfigurationError:
+        return ConfigurationError(f"{folder} exists and {why}: it is not deleted; move it away or choose another --out")
+
+    if folder.is_symlink() or not folder.is_dir():
+        raise refuse("was not made by --check-reproducible (it is a link or not a folder)")
+    if marker.is_symlink() or not marker.is_file():
+        raise refuse("was not made by --check-reproducible (no marker)")
+    try:
+        record = json.loads(marker.read_bytes()[:16 << 20].decode("utf-8"))
+        recorded_files, recorded_links = record["files"], record["links"]
+        if record.get("made_by") != _REPRODUCE_MADE_BY or not isinstance(recorded_files, dict) \
+                or not isinstance(recorded_links, dict):
+            raise ValueError("another marker")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise refuse(f"its marker {REPRODUCE_MARKER} does not say which files --check-reproducible wrote "
+                     "(made by an older moshi-build, or not by it)") from None
+    files, links, other = _reproduce_contents(folder)
+    unknown = sorted(set(files) - set(recorded_files)) + sorted(set(links) - set(recorded_links)) + other
+    changed = sorted(rel for rel, sha in files.items() if recorded_files.get(rel) != sha) + \
+        sorted(rel for rel, target in links.items() if recorded_links.get(rel) != target)
+    if unknown:
+        raise refuse(f"holds {len(unknown)} file(s) --check-reproducible did not write (the first: {unknown[0]})")
+    if changed:
+        raise refuse(f"holds {len(changed)} file(s) changed since --check-reproducible wrote them "
+                     f"(the first: {changed[0]})")
+    for rel in list(files) + list(links):
+        (folder / rel).unlink()
+    for dirpath, _, _ in sorted(os.walk(folder), key=lambda w: -len(Path(w[0]).parts)):
+        if Path(dirpath) != folder:
+            Path(dirpath).rmdir()      # empty now: only what this command wrote was there
+    marker.unlink()
+    folder.rmdir()
 
 
 def check_reproducible(recipes: dict[str, Recipe], report: BuildReport, gpu_targets: list[str],
@@ -249,25 +323,24 @@ def check_reproducible(recipes: dict[str, Recipe], report: BuildReport, gpu_targ
     """Build the wheels of `made` a second time from the same build prefixes, without the wheel
     cache, into a folder beside them, and compare each pair byte for byte (check/compare.py).
     Identical: the second folder is removed. Different: NotReproducibleError naming the first
-    differing member and offset; the second build is kept."""
+    differing member and offset; the second build is kept. An existing OUT/reproduce is deleted
+    only when its marker proves this command wrote all of it (names and sha256); else refused."""
     from builder.check.compare import compare_wheels
     from builder.errors import NotReproducibleError
 
     out_dir = Path(made[0]).parent
     second_dir = out_dir / "reproduce"
-    marker = second_dir / REPRODUCE_MARKER
     if second_dir.exists() or second_dir.is_symlink():
-        # only a folder this command made (its marker inside, nothing else but what it writes) is replaced
-        if second_dir.is_symlink() or not marker.is_file():
-            from builder.errors import ConfigurationError
-            raise ConfigurationError(f"{second_dir} exists and was not made by --check-reproducible; move it away "
-                                     "or choose another --out")
-        shutil.rmtree(second_dir)
+        # only what a previous run can be proven to have written (its marker lists names and sha256) is deleted
+        _remove_reproduce(second_dir)
     second_dir.mkdir(parents=True)
-    marker.write_text("made by moshi-build --check-reproducible: the second build of the wheels beside it\n")
+    _record_reproduce(second_dir)
     echo(f"building the wheels a second time into {second_dir} (the wheel cache unused)")
-    again = make_wheels(recipes, report, gpu_targets, environment, second_dir, build_number=build_number,
-                        envs_dir=envs_dir, echo=echo, wheels=wheels, cache=None)
+    try:
+        again = make_wheels(recipes, report, gpu_targets, environment, second_dir, build_number=build_number,
+                            envs_dir=envs_dir, echo=echo, wheels=wheels, cache=None)
+    finally:
+        _record_reproduce(second_dir)   # what the second build wrote: the next run may delete exactly that
     by_name = {p.name: p for p in again}
     comparisons = []
     for first in made:
@@ -282,5 +355,5 @@ def check_reproducible(recipes: dict[str, Recipe], report: BuildReport, gpu_targ
         raise NotReproducibleError(f"{len(different)} of {len(comparisons)} wheel(s) differ between two builds: "
                                    f"{different[0].line()}; the second build is kept in {second_dir} (the first "
                                    "may have come from the wheel cache: --no-wheel-cache builds both now)")
-    shutil.rmtree(second_dir, ignore_errors=True)
+    _remove_reproduce(second_dir)
     return comparisons

@@ -507,3 +507,48 @@ def test_check_reproducible_never_deletes_a_reproduce_folder_it_did_not_make(tmp
     with pytest.raises(ConfigurationError):
         pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
     assert (tmp_path / "elsewhere").is_dir()
+
+
+def test_check_reproducible_deletes_only_what_its_marker_proves_it_wrote(tmp_path, monkeypatch):
+    """Probe 24 F05c: OUT/reproduce holding the marker (copied by the user) and the user's files
+    was deleted. Only files the marker lists, with their sha256, are deleted; else nothing."""
+    import os
+    from builder.errors import ConfigurationError
+
+    rep = tmp_path / "reproduce"
+    rep.mkdir()
+    (rep / "my-notes.txt").write_text("the user's notes\n")
+    (rep / "sub").mkdir()
+    (rep / "sub" / "data.bin").write_bytes(os.urandom(1000))
+    (rep / pipeline.REPRODUCE_MARKER).write_text("made by moshi-build --check-reproducible: (copied by the user)\n")
+    with pytest.raises(ConfigurationError, match="does not say which files"):
+        pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
+    assert (rep / "my-notes.txt").is_file() and (rep / "sub" / "data.bin").is_file()
+
+    # a marker written by a run: what the second build wrote, then the user's file beside it
+    started = []
+
+    def second_build(recipes, report, gpu_targets, environment, out, **kwargs):
+        started.append(out)
+        (out / "a.whl").write_bytes(b"second")
+        (out / "logs").mkdir()
+        (out / "logs" / "build.log").write_text("log\n")
+        raise RuntimeError("stopped")
+    monkeypatch.setattr(pipeline, "make_wheels", second_build)
+    for p in (rep / "sub" / "data.bin", rep / "sub", rep / "my-notes.txt", rep / pipeline.REPRODUCE_MARKER):
+        p.rmdir() if p.is_dir() else p.unlink()
+    rep.rmdir()
+    with pytest.raises(RuntimeError, match="stopped"):
+        pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
+    (rep / "logs" / "mine.txt").write_text("mine\n")
+    with pytest.raises(ConfigurationError, match="did not write .the first: logs/mine.txt"):
+        pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
+    assert (rep / "a.whl").read_bytes() == b"second" and len(started) == 1
+    (rep / "logs" / "mine.txt").unlink()
+    (rep / "a.whl").write_bytes(b"changed")
+    with pytest.raises(ConfigurationError, match="changed since"):
+        pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
+    (rep / "a.whl").write_bytes(b"second")      # as written: the next run replaces the folder
+    with pytest.raises(RuntimeError, match="stopped"):
+        pipeline.check_reproducible({}, None, [], None, [tmp_path / "a.whl"])
+    assert len(started) == 2 and sorted(p.name for p in rep.iterdir()) == [pipeline.REPRODUCE_MARKER, "a.whl", "logs"]
