@@ -21,6 +21,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 
 from builder.check.names import folder_of, same_version
 from builder.check.results import CheckResult, counted
+from builder.check.settings import MAX_ELF_EXTRACT
 from builder.check.wheel_contents import WheelContents, read_wheel
 from builder.package.rules import RuntimeSpec
 
@@ -128,7 +129,7 @@ def _read_base(path: Path, needles: Sequence[str]) -> WheelContents:
     """The base wheel read once for all the target wheels verified with it (and with itself, when verified first)."""
     key = _read_key(path, needles)
     if key not in _READ:
-        remember_base(path, needles, read_wheel(path, needles))
+        remember_base(path, needles, read_wheel(path, needles, max_elf_size=MAX_ELF_EXTRACT))
     return _READ[key]
 
 

@@ -19,12 +19,18 @@ from builder.common import resources
 from builder.sources.recipe import PROJECT_ROOT
 
 
+MAX_ELF_EXTRACT = 512 << 20
+
+
 @dataclasses.dataclass(frozen=True)
 class VerifySettings:
     device_code: tuple[str, ...]
     path_markers: tuple[str, ...]
     min_components: int
     backends: tuple[tuple[str, int, str], ...] = ()     # (pattern, min count, why)
+    # The largest ELF member written out (to TMPDIR) to be examined; a larger one fails the archive
+    # check unexamined. Ours are at most about 100 MB (rocBLAS); a 1 GiB one is not a library of ours.
+    max_elf_extract: int = MAX_ELF_EXTRACT
 
 
 def load_settings() -> VerifySettings:

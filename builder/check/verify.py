@@ -79,7 +79,7 @@ def verify_wheel(path: Path, *, build_paths: Iterable[Path | str] = (),
     spec = spec or rules.load_runtime_spec()
     settings = settings or load_settings()
     needles, generic = build_path_needles(build_paths, settings)
-    contents = read_wheel(path, needles)
+    contents = read_wheel(path, needles, max_elf_size=settings.max_elf_extract)
     kind, info, info_member = wheel_kind(contents, spec.package)
     target = info.get("gpu_target") if isinstance(info, dict) else None
     pair, paired = None, []

@@ -136,7 +136,7 @@ def elf_details(file: Path) -> ElfDetails:
     return ElfDetails(versions, fatbin, frozenset(imports), frozenset(exports), error, symbols)
 
 
-def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
+def read_wheel(path: Path, needles: Sequence[str], max_elf_size: int | None = None) -> WheelContents:
     details: dict[str, ElfDetails] = {}
     texts: dict[str, bytearray] = {}
     scanner = PathScanner(needles)
@@ -151,5 +151,5 @@ def read_wheel(path: Path, needles: Sequence[str]) -> WheelContents:
     def examine(member: str, file: Path, facts: elfinfo.ElfInfo) -> None:
         details[member] = elf_details(file)
 
-    report = inspect_wheel(path, scan=scan, examine=examine, strict=True)
+    report = inspect_wheel(path, scan=scan, examine=examine, strict=True, max_elf_size=max_elf_size)
     return WheelContents(report, details, scanner, {k: v.decode("utf-8", "replace") for k, v in texts.items()})

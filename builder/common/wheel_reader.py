@@ -230,7 +230,7 @@ def _compare_record(record: dict[str, tuple[str, str]], record_member: str, name
 def inspect_wheel(path: Path, elf: bool = True, *,
                   scan: Callable[[str, bytes], None] | None = None,
                   examine: Callable[[str, Path, elfinfo.ElfInfo], None] | None = None,
-                  strict: bool = False) -> WheelReport:
+                  strict: bool = False, max_elf_size: int | None = None) -> WheelReport:
     """Sizes (installed and compressed), modes, tags and (elf=True) the dynamic section of every ELF member.
 
     One pass over the archive, nothing installed: scan(member, chunk) sees the
@@ -241,8 +241,9 @@ def inspect_wheel(path: Path, elf: bool = True, *,
     names are absolute or climb out with '..', are left out of files and named in
     report.problems, and so is a member whose declared size or compression ratio is absurd
     (it is not read). strict=True also reads every member to check it against RECORD (missing,
-    unlisted, wrong hash or size: report.problems). A file that is not a wheel at all
-    raises NotAWheelError.
+    unlisted, wrong hash or size: report.problems). max_elf_size: an ELF member larger than this
+    is not written out to be examined (named in report.problems). A file that is not a wheel at
+    all raises NotAWheelError.
     """
     path = Path(path)
     try:
@@ -252,7 +253,7 @@ def inspect_wheel(path: Path, elf: bool = True, *,
     if path.is_dir():
         raise _not_a_wheel(path, "it is a directory")
     try:
-        return _read(path, tags, elf, scan, examine, strict)
+        return _read(path, tags, elf, scan, examine, strict, max_elf_size)
     except _ZIP_ERRORS as e:
         raise _not_a_wheel(path, f"not a readable zip archive ({type(e).__name__}: {shorten(e, 120)})") from None
     except OSError as e:
@@ -261,13 +262,13 @@ def inspect_wheel(path: Path, elf: bool = True, *,
         raise
 
 
-def _read(path: Path, tags, elf: bool, scan, examine, strict: bool) -> WheelReport:
+def _read(path: Path, tags, elf: bool, scan, examine, strict: bool, max_elf_size: int | None = None) -> WheelReport:
     # ELF members are extracted one at a time to the system's temporary directory (never beside
     # the wheel: its folder may be read-only); a sizes-only read extracts nothing.
     extracts = elf or scan is not None
     with zipfile.ZipFile(path) as zf, (tempfile.TemporaryDirectory(prefix="inspect-") if extracts
                                        else contextlib.nullcontext("")) as tmp:
-        reading = _Pass(zf, Path(tmp) / "member", elf, scan, examine, strict)
+        reading = _Pass(zf, Path(tmp) / "member", elf, scan, examine, strict, max_elf_size)
         for info in reading.installable_members():
             reading.read_member(info)
         if strict:
@@ -280,8 +281,10 @@ def _read(path: Path, tags, elf: bool, scan, examine, strict: bool) -> WheelRepo
 class _Pass:
     """One pass over an open archive: what it holds (files, modes, ELF facts) and what pip would refuse."""
 
-    def __init__(self, zf: zipfile.ZipFile, target: Path, elf: bool, scan, examine, strict: bool) -> None:
+    def __init__(self, zf: zipfile.ZipFile, target: Path, elf: bool, scan, examine, strict: bool,
+                 max_elf_size: int | None = None) -> None:
         self.zf, self.target = zf, target            # target: where an ELF member sits while examined
+        self.max_elf_size = max_elf_size             # the largest ELF member written out to be examined
         self.elf, self.scan, self.examine, self.strict = elf, scan, examine, strict
         self.reads = elf or scan is not None or strict
         self.files: dict[str, int] = {}
@@ -344,6 +347,11 @@ class _Pass:
         with self.zf.open(info) as src:
             chunk = src.read(64)
             is_elf = self.elf and plausible_elf(chunk, info.file_size)
+            if is_elf and self.max_elf_size is not None and info.file_size > self.max_elf_size:
+                self.problems.append(f"{shorten(member, 120)} is an ELF file of {info.file_size:,} bytes, over the "
+                                     f"{self.max_elf_size:,} verify writes out to examine (its max_elf_extract "
+                                     "setting): not examined")
+                is_elf = False
             if not is_elf and self.scan is None and not self.strict:
                 return
             hasher = hashlib.sha256() if self.strict and not is_record else None

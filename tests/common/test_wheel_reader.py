@@ -268,3 +268,37 @@ def test_an_elf_magic_in_front_of_zeros_is_not_an_elf_to_write_out():
     assert wheel_reader.plausible_elf(real[:64], len(real))
     assert not wheel_reader.plausible_elf(b"\x7fELF" + bytes(60), 1 << 30)
     assert not wheel_reader.plausible_elf(real[:64], 100)          # its section table would lie past the end
+
+
+def test_an_elf_member_over_the_extract_bound_is_named_not_written_out(tmp_path, monkeypatch):
+    # probe F08c: verify wrote a 1 GiB member with a plausible ELF64 header to TMPDIR
+    head = b"\x7fELF\x02\x01\x01" + b"\0" * 57       # section table at 0, no sections: plausible
+    wheel = tmp_path / "moshi_rocm-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("moshi_rocm/bin/libbig.so", head + b"\0" * (4 << 20))
+    written = []
+    real_open = open
+
+    def watching_open(file, mode="r", *args, **kwargs):
+        if "w" in mode:
+            written.append(file)
+        return real_open(file, mode, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", watching_open)
+    report = wheel_reader.inspect_wheel(wheel, max_elf_size=1 << 20, examine=lambda *a: written.append(a))
+    monkeypatch.undo()
+    assert written == [] and report.elf == {}
+    assert any("libbig.so is an ELF file of 4,194,368 bytes, over the 1,048,576" in p for p in report.problems)
+
+
+def test_verify_fails_an_elf_member_over_its_setting_in_one_line(tmp_path):
+    import dataclasses
+    from builder.check import verify
+    head = b"\x7fELF\x02\x01\x01" + b"\0" * 57
+    wheel = tmp_path / "moshi_rocm-1.0-py3-none-manylinux_2_31_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("moshi_rocm/bin/libbig.so", head + b"\0" * (2 << 20))
+    assert verify.load_settings().max_elf_extract == 512 << 20
+    settings = dataclasses.replace(verify.load_settings(), max_elf_extract=1 << 20)
+    report = verify.verify_wheel(wheel, settings=settings)
+    archive = {c.name: c for c in report.checks}["archive"]
+    assert not archive.ok and "max_elf_extract setting): not examined" in archive.line and "\n" not in archive.line
