@@ -437,10 +437,7 @@ def test_models_download_through_hf_endpoint_then_the_tools_find_the_model_witho
     folder layout the tools search; `moshi-rocm models download` fetches it into the default model
     folder, and moshi-tts / moshi-stt find it there through the console scripts, with no -r."""
     import hashlib
-    import http.server
-    import threading
-
-    from tests.wheels.test_models import HOST, FlakyHandler
+    from tests.wheels.test_models import HOST, start_server
 
     venv, work = installed
     models = venv.host_path(work / "models")
@@ -451,9 +448,8 @@ def test_models_download_through_hf_endpoint_then_the_tools_find_the_model_witho
         served[url] = path.read_bytes()
         files.append({"url": HOST + url, "out": out, "algorithm": "sha256",
                       "digest": hashlib.sha256(served[url]).hexdigest()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
-    server.files, server.faults, server.requests, server.sizeless = served, {}, [], set()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_server()
+    server.files.update(served)
     site = venv.host_path(venv.site_packages())
     listed = site / "moshi_rocm" / "models.json"
     original = listed.read_text()
@@ -461,7 +457,7 @@ def test_models_download_through_hf_endpoint_then_the_tools_find_the_model_witho
     doc["models"]["tiny"] = {"list": "(test: the tiny random model)", "files": files}
     listed.write_text(json.dumps(doc))
     home = work / "home"          # the default model folder is under HOME: MODEL_CACHE is not set
-    env = {"HOME": str(home), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"}
+    env = {"HOME": str(home), "HF_ENDPOINT": server.endpoint}
     try:
         big = max(served, key=lambda u: len(served[u]))
         server.faults[big] = ["drop"]                      # half of the largest file, then a resume
