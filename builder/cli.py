@@ -143,7 +143,7 @@ def build(gpu_targets, jobs, app, environment, recipes, fetch_options):
 
 
 # The largest --build-number: 9 digits keep a wheel's file name far below 255 bytes.
-MAX_BUILD_NUMBER = 999_999_999
+from builder.package.project import MAX_BUILD_NUMBER  # noqa: E402  (one home)
 
 
 @cli.command("all")

@@ -72,13 +72,17 @@ class SystemPackage:
     architecture: str = ""            # dpkg's (amd64, all): the SBOM's purl names it
 
 
+MAX_BUILD_NUMBER = 999_999_999
+
+
 def wheel_version(release: str, build_number: int, version_format: str = "{release}.post{build_number}",
                   date: str | None = None) -> str:
     """The wheel's version: the main component's public release, the pinned source's date as a
     further release component and our build number (runtime.toml version_format):
     0.0.0+f1fabbd, 2026-02-18 and build 3 -> 0.0.0.20260218.post3. PEP 440 with no local part."""
-    if build_number < 0:
-        raise ConfigurationError(f"build number must be >= 0, not {build_number}")
+    if not 0 <= build_number <= MAX_BUILD_NUMBER:    # 9 digits: the wheel's file name stays short
+        shown = build_number if abs(build_number) < 10 ** 30 else f"a number of {build_number.bit_length()} bits"
+        raise ConfigurationError(f"build number must be from 0 to {MAX_BUILD_NUMBER}, not {shown}")
     try:
         upstream = Version(release)
     except InvalidVersion:

@@ -531,3 +531,13 @@ def test_the_wheel_carries_its_sbom(tiny_wheel):
     assert "moshi_rocm/__init__.py" in where("generated:launcher")
     text = json.dumps(doc)
     assert str(tiny.root.path) not in text and str(tiny.prefix) not in text
+
+
+def test_a_build_number_past_nine_digits_is_refused_where_the_version_is_made():
+    from builder.errors import ConfigurationError
+    from builder.package.project import wheel_version
+
+    assert wheel_version("1.0", 999_999_999) == "1.0.post999999999"
+    for bad in (-1, 10 ** 9, 10 ** 5000):
+        with pytest.raises(ConfigurationError, match="build number must be from 0 to 999999999"):
+            wheel_version("1.0", bad)
