@@ -76,6 +76,7 @@ class RuntimeSpec:
     target_package: str = "{package}_{gpu_target}"
     shared_runtime: tuple[str, ...] = ()
     glibc_floor: FloorSpec | None = None     # [glibc_floor]: None keeps auditwheel's tag
+    project_urls: tuple[tuple[str, str], ...] = ()   # [wheel.project_urls], in the file's order
 
     def distribution_for(self, gpu_target: str) -> str:
         return self.distribution.format(gpu_target=gpu_target, package=self.package)
@@ -111,6 +112,7 @@ def parse_runtime_spec(data: dict, where: str) -> RuntimeSpec:
         package=w["package"],
         summary=w["summary"],
         keywords=tuple(w.get("keywords", ())),
+        project_urls=tuple((w.get("project_urls") or {}).items()),
         version_format=w["version_format"],
         bin_dir=w["bin_dir"],
         lib_sdir=w.get("lib_sdir", ".libs"),

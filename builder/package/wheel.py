@@ -306,7 +306,7 @@ def _make_project(job: WheelJob, work: Path, template_dir: Path, payload: Payloa
         packages=[f"src/{spec.package}"] if kind != "target" else [],
         scripts=package_scripts(spec.package, entry_points(job.tools)) if kind != "target" else {},
         dependencies=[f"{spec.base_distribution}=={job.version}"] if kind == "target" else [],
-        urls=upstream_urls(job.upstream), rocm_stack=rocm_stack))
+        urls={**dict(spec.project_urls), **upstream_urls(job.upstream)}, rocm_stack=rocm_stack))
     readme = {"single": "README.md.in", "base": "README-base.md.in", "target": "README-target.md.in"}[kind]
     (project / "README.md").write_text(render_readme(
         (template_dir / readme).read_text(), distribution=job.distribution, gpu_target=target or "",

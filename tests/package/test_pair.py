@@ -25,6 +25,8 @@ from tests.helpers.elf import gcc
 from tests.helpers.payload import RUNTIME_RULES, make_tiny_inputs
 
 RULES = {**RUNTIME_RULES, "wheel": {**RUNTIME_RULES["wheel"], "base_distribution": "tiny-rocm",
+                                    "project_urls": {"Homepage": "https://example.org/tiny",
+                                                     "Issues": "https://example.org/tiny/issues"},
                                     "base_summary": "tiny base", "shared_runtime": ["libshared.so.*"]},
          # the per-target data folder is read by the target-only library
          "data_dir": [{**RUNTIME_RULES["data_dir"][0], "needed_by": "libgpuonly.so.*"}]}
@@ -120,6 +122,10 @@ def test_the_target_wheel_holds_only_its_own_files_and_requires_the_base(pair):
         info = json.loads(zf.read("moshi_rocm_gfx1100/_target.json"))
         assert not any(n.endswith("entry_points.txt") for n in zf.namelist())
     assert "Requires-Dist: tiny-rocm==1.0.post2" in meta.splitlines()
+    # runtime.toml [wheel.project_urls] point users somewhere, in the file's order
+    urls = [line for line in meta.splitlines() if line.startswith("Project-URL: ")]
+    assert urls[:2] == ["Project-URL: Homepage, https://example.org/tiny",
+                        "Project-URL: Issues, https://example.org/tiny/issues"], urls
     assert info["kind"] == "target" and info["gpu_target"] == "gfx1100" and info["requires"] == "tiny-rocm==1.0.post2"
     assert info["backend"] == "libtiny-gpu.so"
     assert info["env"] == {"FOO_DATA": "foo/data"}
