@@ -13,6 +13,7 @@ from pathlib import Path
 from builder.check import verify
 from builder.check.context import GPU_KINDS, KINDS, NO_GPU_CODE, Check
 from builder.check.results import CheckResult, VerifyReport
+from tests.helpers.imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[2]
 CHECK_DIR = REPO / "builder" / "check"
@@ -53,23 +54,12 @@ def test_the_output_of_the_cli():
         "kind": "base", "checks": [passed.to_json(), failed.to_json()]}]}
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-    return names
-
-
 def test_nothing_in_check_imports_the_runner_and_no_check_imports_another():
     for path in sorted(CHECK_DIR.rglob("*.py")):
         if path.name != "verify.py":
-            assert "builder.check.verify" not in _imports(path), path
+            assert "builder.check.verify" not in imported_modules(path), path
         if path.parent.name == "checks":
-            others = {m for m in _imports(path) if m.startswith("builder.check.checks")}
+            others = {m for m in imported_modules(path) if m.startswith("builder.check.checks")}
             assert not others, (path, others)
 
 

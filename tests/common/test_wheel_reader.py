@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from builder.common import wheel_reader
 from tests.helpers.cli import run_cli
+from tests.helpers.imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,18 +91,6 @@ def test_auditwheels_naming_both_ways():
     assert wheel_reader.built_name(f"{libs}/libamd_comgr.so.3", libs) == "libamd_comgr.so.3"
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside a function."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-    return names
-
-
 def test_check_does_not_import_the_wheel_builder():
     """verify reads a wheel with its own reader: nothing in builder/check (nor the reader) imports
     package/wheel, staging or project."""
@@ -110,12 +98,12 @@ def test_check_does_not_import_the_wheel_builder():
     paths = sorted((REPO / "builder" / "check").rglob("*.py")) + [REPO / "builder" / "common" / "wheel_reader.py"]
     assert len(paths) > 20
     for path in paths:
-        assert not _imported_modules(path) & builder_side, path.name
+        assert not imported_modules(path) & builder_side, path.name
 
 
 def test_the_reader_imports_nothing_of_check():
     """The packaging stage reads wheels through it: it must not reach up into the checking stage."""
-    assert not {m for m in _imported_modules(REPO / "builder" / "common" / "wheel_reader.py")
+    assert not {m for m in imported_modules(REPO / "builder" / "common" / "wheel_reader.py")
                 if m.startswith("builder.check")}
 
 
