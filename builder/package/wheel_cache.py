@@ -26,94 +26,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import hmac
 import json
 import os
 import shutil
-import stat
 from pathlib import Path
 from typing import Callable, Mapping
 
 from builder.common.cache import Cache, staging_dir
 from builder.common.files import file_lock, sha256_file
-from builder.errors import FileAccessError
 from builder.package.project import TEMPLATE_DIR, Component
 from builder.sources.recipe import PROJECT_ROOT
 
 BUILDER_DIR = PROJECT_ROOT / "builder"
 ENTRY = "entry.json"
-KEY_FILE = "wheel-cache.key"
-
-
-def signing_key_path() -> Path:
-    """The per-user signing key: outside the cache, in the user's configuration folder."""
-    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(config) / "moshi-build" / KEY_FILE
-
-
-def _read_key(path: Path) -> bytes | None:
-    """The key in `path` when it is a regular 32-byte file (never through a link); None when
-    absent; raises ValueError when something else is there (a link, a folder, another size)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as e:        # ELOOP: a link; anything else that cannot be opened as a file
-        raise ValueError(f"not a regular file ({e.strerror or e})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ValueError("not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        key = f.read(64)
-    if len(key) != 32:
-        raise ValueError(f"{len(key)} bytes, not 32")
-    return key
-
-
-def _signing_key(create: bool) -> bytes | None:
-    """32 random bytes made once per user (mode 0600); None when absent and not to be made.
-    A key file that is not a regular 32-byte file (a link, another size) is not used: with
-    `create` it is replaced atomically by a new key (entries signed with the old one are then
-    built again), without it the key is None (no entry is trusted)."""
-    path = signing_key_path()
-    try:
-        key = _read_key(path)
-    except ValueError:
-        if not create:
-            return None
-        key, damaged = None, True
-    else:
-        if key is not None or not create:
-            return key
-        damaged = False
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(32))
-        try:
-            if damaged:
-                os.replace(tmp, path)   # replaces a link as a link: its target is not touched
-            else:
-                os.link(tmp, path)      # the first writer wins; a racing one reads that key
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-        key = _read_key(path)
-    except (OSError, ValueError) as e:
-        raise FileAccessError(f"the wheel cache's signing key {path} is not a regular 32-byte file and "
-                              f"cannot be replaced ({getattr(e, 'strerror', None) or e}): remove it "
-                              "(a new key is made; cached wheels are then built again)") from None
-    if key is None:
-        raise FileAccessError(f"the wheel cache's signing key {path} could not be made: "
-                              "check that its folder is writable")
-    return key
-
-
-def _signature(key: bytes, cache_key: str, wheel_name: str, sha256: str) -> str:
-    return hmac.new(key, f"{cache_key}\0{wheel_name}\0{sha256}".encode(), hashlib.sha256).hexdigest()
+# The signing key's home: builder/common/signing.py (names kept here for the cache's tests)
+from builder.common.signing import KEY_FILE, _signing_key, sign, signed_here, signing_key_path  # noqa: E402,F401
 
 
 def _tree_digest(root: Path, h) -> None:
@@ -220,10 +147,7 @@ class WheelCache:
                 return None
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        signer = _signing_key(create=False)
-        signature = record.get("signature")
-        if signer is None or not isinstance(signature, str) or not isinstance(recorded, str) or \
-                not hmac.compare_digest(signature, _signature(signer, key, name, recorded)):
+        if not isinstance(recorded, str) or not signed_here(record.get("signature"), key, name, recorded):
             echo(f"warning: {entry / ENTRY} is not signed by this user's key ({signing_key_path()}): "
                  "not using it; it is built again and the entry replaced")
             return None
@@ -250,9 +174,8 @@ class WheelCache:
     def _fill(tmp: Path, key: str, inputs: Mapping, wheel: Path) -> None:
         shutil.copy2(wheel, tmp / wheel.name)
         digest = sha256_file(tmp / wheel.name)
-        signer = _signing_key(create=True)
         record = {"key": key, "wheel": wheel.name, "sha256": digest, "inputs": inputs,
-                  "signature": _signature(signer, key, wheel.name, digest)}
+                  "signature": sign(key, wheel.name, digest)}
         (tmp / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
     def reuse(self, label: str, key: str, out_dir: Path, echo: Callable[[str], None] = print) -> Path | None:

@@ -36,12 +36,14 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
                              parse_sdist_filename, parse_wheel_filename)
 
+from builder.common import signing
 from builder.common.files import sha256_file, write_atomic
 from builder.errors import ConfigurationError, from_os_error, shorten
 
@@ -218,12 +220,22 @@ def _could_be_ours(rel: str, path: Path) -> bool:
     return not rel.endswith(".html") or _looks_like_ours(path)
 
 
-def _read_manifest(out: Path) -> dict[str, str]:
+def _manifest_text(files: dict[str, str]) -> str:
+    return json.dumps(dict(sorted(files.items())), separators=(",", ":"))
+
+
+def _read_manifest(out: Path, echo: Callable[[str], None] = print) -> dict[str, str]:
+    """What an earlier run wrote, when this user's key signed the list (signing.py): an edited,
+    copied or older list is not proof, and then nothing of it is removed (said once)."""
     try:
         data = json.loads((out / MANIFEST).read_bytes().decode("utf-8"))
         files = data["files"]
         if isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-            return files
+            if signing.signed_here(data.get("signature"), str(out.resolve()), _manifest_text(files)):
+                return files
+            echo(f"warning: {out / MANIFEST} is not signed by this user's key ({signing.signing_key_path()}): "
+                 "no file it lists is removed; files this run does not write stay in place")
+            return {}
     except FileNotFoundError:
         return {}
     except (ValueError, KeyError, TypeError):
@@ -235,7 +247,9 @@ def _read_manifest(out: Path) -> dict[str, str]:
 
 def _write_manifest(out: Path, files: dict[str, str]) -> None:
     write_atomic(out / MANIFEST, json.dumps({"index_manifest_version": 1, "generator": GENERATOR,
-                                             "files": dict(sorted(files.items()))}, indent=1) + "\n",
+                                             "files": dict(sorted(files.items())),
+                                             "signature": signing.sign(str(out.resolve()), _manifest_text(files))},
+                                            indent=1) + "\n",
                  doing="writing the index's list of its files")
 
 

@@ -219,5 +219,7 @@ def test_a_signing_key_that_cannot_be_replaced_is_one_line(tmp_path, monkeypatch
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     key_path = wheel_cache.signing_key_path()
     (key_path / "sub").mkdir(parents=True)      # a folder where the key should be
-    with pytest.raises(wheel_cache.FileAccessError, match="not a regular 32-byte file"):
+    from builder.errors import FileAccessError
+
+    with pytest.raises(FileAccessError, match="not a regular 32-byte file"):
         wheel_cache._signing_key(create=True)

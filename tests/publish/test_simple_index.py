@@ -418,6 +418,33 @@ def test_an_edited_manifest_cannot_make_index_delete_a_file_it_did_not_write(whe
     assert notes.read_text() == "the maintainers' notes\n"
 
 
+def test_a_manifest_not_signed_by_this_user_removes_nothing_even_a_file_of_a_kind_index_writes(
+        wheelhouse, tmp_path, capsys, monkeypatch):
+    """Probe F06c: the list names a user's own wheel where index puts wheels, with its right hash.
+    The list is signed with the user's key (builder/common/signing.py); an edited one proves nothing."""
+    import hashlib
+    import json
+
+    site = tmp_path / "site"
+    simple_index.build_index(wheelhouse, site)
+    theirs = site / "simple" / "other" / "x-1.0-py3-none-any.whl"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"PK the user's own wheel")
+    manifest = site / simple_index.MANIFEST
+    data = json.loads(manifest.read_text())
+    data["files"][theirs.relative_to(site).as_posix()] = hashlib.sha256(theirs.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(data))
+    capsys.readouterr()
+    simple_index.build_index(wheelhouse, site)
+    assert theirs.read_bytes() == b"PK the user's own wheel"
+    assert "is not signed by this user's key" in capsys.readouterr().out
+    # the list written now is signed again: what this run wrote is its own once more
+    assert simple_index._read_manifest(site) and "signature" in json.loads(manifest.read_text())
+    # another user's key (a site copied from elsewhere): not trusted either
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another-user"))
+    assert simple_index._read_manifest(site, echo=lambda line: None) == {}
+
+
 @pytest.mark.parametrize("link", ["simple", "simple/tiny-tool"])
 def test_a_link_in_the_output_path_is_refused_and_nothing_outside_is_touched(wheelhouse, tmp_path, capsys, link):
     # probe F06d: OUT/simple a symlink to a folder outside (a site checkout holding a link)
