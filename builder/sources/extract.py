@@ -29,7 +29,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from builder.errors import DiskFullError, RecipeError, ToolchainError, UnsafeArchiveError
+from builder.errors import DiskFullError, RecipeError, ToolchainError, UnsafeArchiveError, shorten
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz")
 _ZIP_SUFFIXES = (".zip",)
@@ -165,6 +165,17 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 if member.name.startswith(("/", os.sep)):
                     raise _refuse(archive, member.name, "has an absolute path")
                 tarfile.data_filter(member, root)
+            # a hard link names a member before it (tarfile raises KeyError otherwise); a link
+            # named "x/." or "x/.." is itself a folder of the tree (tarfile recurses on it)
+            regular = set()
+            for member in members:
+                if member.islnk() and os.path.normpath(member.linkname) not in regular:
+                    raise _refuse(archive, member.name, f"is a hard link to {shorten(repr(member.linkname))}, "
+                                  "which is not a file before it in the archive")
+                if (member.issym() or member.islnk()) and os.path.basename(member.name.rstrip("/")) in (".", ".."):
+                    raise _refuse(archive, member.name, "is a link named like a folder ('.' or '..')")
+                if member.isfile() or member.islnk():
+                    regular.add(os.path.normpath(member.name))
             # symlinks: resolved through the archive's own links, not by realpath() alone
             _check_links(archive, {os.path.normpath(m.name): m.linkname for m in members if m.issym()})
             tf.extractall(root, members=members, filter="data")
