@@ -196,7 +196,7 @@ def _model_lists(app, trees: dict, echo) -> dict | None:
     from builder.package import models
 
     doc = models.collect(Path(trees[app.name].path), app.model_lists, dict(app.model_tools),
-                         upstream=f"{app.name} {app.commit or app.version}")
+                         upstream=f"{app.name} {app.commit or app.version}", also=dict(app.model_also))
     echo(f"model lists: {len(doc['models'])} models from {app.name}'s {', '.join(app.model_lists)}"
          + (f"; not offered: {', '.join(f'{k} ({v})' for k, v in doc['skipped'].items())}" if doc["skipped"] else ""))
     return doc

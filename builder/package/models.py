@@ -10,7 +10,11 @@ which `moshi-rocm models` reads:
     {"schema": 1, "source": "moshi.cpp f1fabbd...",
      "models": {"tts-1.6b-en_fr": {"list": "Codes4Fun_tts-1.6b-en_fr-GGUF.txt",
                                    "files": [{"url": ..., "out": ..., "algorithm": "sha256", "digest": ...}]}},
-     "tools": {"moshi-tts": {"folder": "Codes4Fun/tts-1.6b-en_fr-GGUF", "model": "tts-1.6b-en_fr"}}}
+     "tools": {"moshi-tts": {"folder": "Codes4Fun/tts-1.6b-en_fr-GGUF", "model": "tts-1.6b-en_fr",
+                             "also": ["kyutai/tts-1.6b-en_fr"]}}}
+
+"also" (the recipe's [models] also) names folders the tool falls back to when its default is
+absent; the launcher's missing-model line counts a model in any of them.
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def model_name(stem: str) -> str:
     return re.sub(r"-GGUF$", "", name)
 
 
-def collect(source: Path, patterns: Sequence[str], tools: Mapping[str, str], upstream: str = "") -> dict:
+def collect(source: Path, patterns: Sequence[str], tools: Mapping[str, str], upstream: str = "",
+            also: Mapping[str, Sequence[str]] | None = None) -> dict:
     """models.json from the lists in the application's source tree `source`.
 
     patterns: globs of the lists (runtime.toml [models] lists), relative to the source tree;
@@ -122,5 +127,7 @@ def collect(source: Path, patterns: Sequence[str], tools: Mapping[str, str], ups
         # the smallest list that fills the folder: the tool's own (a defaults list fills every folder)
         best = min(having, key=lambda n: (len(models[n]["files"]), n))
         chosen[tool] = {"folder": folder.rstrip("/"), "model": best}
+        if (also or {}).get(tool):   # folders the tool falls back to (read in its source)
+            chosen[tool]["also"] = [f.rstrip("/") for f in also[tool]]
     return {"schema": 1, "source": upstream, "models": models, "tools": chosen, "skipped": skipped}
 

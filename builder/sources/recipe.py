@@ -139,6 +139,7 @@ class Recipe:
     # default model folder (builder/package/models.py); shipped in the base wheel as models.json
     model_lists: tuple[str, ...] = ()
     model_tools: tuple[tuple[str, str], ...] = ()
+    model_also: tuple[tuple[str, tuple[str, ...]], ...] = ()   # tool -> other folders it loads from
 
     @property
     def commit(self) -> str | None:
@@ -244,6 +245,7 @@ def parse_recipe(data: dict, path: Path, patches_dir: Path) -> Recipe:
         date=date,
         model_lists=tuple((data.get("models") or {}).get("lists", ())),
         model_tools=tuple(sorted(((data.get("models") or {}).get("tools") or {}).items())),
+        model_also=tuple(sorted((t, tuple(f)) for t, f in ((data.get("models") or {}).get("also") or {}).items())),
     )
 
 

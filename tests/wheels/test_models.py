@@ -291,6 +291,24 @@ def test_the_launcher_exports_model_cache_and_names_a_missing_default_model(site
     assert r.returncode == 0 and r.stdout.strip() == "cache=%s" % (tmp_path / "xdg" / "moshi-rocm" / "models")
 
 
+def test_a_folder_the_tool_also_loads_from_counts_and_a_hostile_one_is_ignored(site, server, tmp_path):
+    """The tool falls back to another folder (moshi-tts: kyutai/tts-1.6b-en_fr): the models.json entry's
+    "also" lists it, and a model there makes the missing-model line go away. Entries that leave the
+    model folder are not looked at."""
+    cache = tmp_path / "cache"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(site), "MODEL_CACHE": str(cache)}
+    doc = json.loads((site / "moshi_rocm" / "models.json").read_text())
+    doc["tools"]["fake-tool"]["also"] = ["../outside", "/abs", 5, "Org/other"]
+    (site / "moshi_rocm" / "models.json").write_text(json.dumps(doc))
+    (tmp_path / "outside").mkdir()
+    run = lambda: subprocess.run([PYTHON, "-m", "moshi_rocm", "fake-tool"], env=env, capture_output=True, text=True,
+                                 cwd="/")
+    (cache / "Org").mkdir(parents=True)
+    assert "default model Org/tts-GGUF is not in" in run().stderr     # ../outside exists, but does not count
+    (cache / "Org" / "other").mkdir()
+    assert run().stderr == ""
+
+
 # --------------------------------------------------------------------------- the build side
 
 LIST = """https://huggingface.co/Org/tts-GGUF/resolve/abc/model.gguf
@@ -307,6 +325,9 @@ def test_the_build_reads_the_lists_and_names_the_models(tmp_path):
     (tools / "CMakeLists.txt").write_text("project(x)\n")
     doc = build_models.collect(tmp_path / "src", ["tools/*_*.txt"], {"moshi-tts": "Org/tts-GGUF"}, "app 1")
     assert list(doc["models"]) == ["tts"] and doc["tools"] == {"moshi-tts": {"folder": "Org/tts-GGUF", "model": "tts"}}
+    doc = build_models.collect(tmp_path / "src", ["tools/*_*.txt"], {"moshi-tts": "Org/tts-GGUF"}, "app 1",
+                               also={"moshi-tts": ["kyutai/tts/"]})
+    assert doc["tools"]["moshi-tts"]["also"] == ["kyutai/tts"]
     with pytest.raises(BuildStepError, match="moshi-stt's default model Org/stt-GGUF is in none of the model lists"):
         build_models.collect(tmp_path / "src", ["tools/*_*.txt"], {"moshi-stt": "Org/stt-GGUF"})
 

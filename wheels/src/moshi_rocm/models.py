@@ -439,6 +439,12 @@ def _remote_sizes(entries: Sequence[dict], environ) -> Dict[str, int]:
     return {url: size for url, size in found.items() if size is not None}
 
 
+def _relative_folder(name: str) -> bool:
+    """A folder below the model folder: relative, no '.' or '..' part (models.json is the wheel's, but checked)."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
 def missing_default(tool: str, args: Sequence[str], environ, package_dir: Path = PACKAGE_DIR) -> Optional[str]:
     """Why `tool` will not find its default model (and which command fetches it), or None."""
     if any(a in ("-m", "--model", "-r", "--model-root", "-h", "--help", "-l", "--list")
@@ -452,8 +458,11 @@ def missing_default(tool: str, args: Sequence[str], environ, package_dir: Path =
     if not isinstance(entry, dict) or not isinstance(entry.get("folder"), str):
         return None
     folder = entry["folder"]
+    # the folders the tool also loads a model from (its source's fallbacks), when the list says so
+    also = entry.get("also") if isinstance(entry.get("also"), list) else []
+    folders = [folder] + [f for f in also if isinstance(f, str) and _relative_folder(f)]
     places = [model_folder(environ), Path.cwd(), Path(package_dir) / "bin"]
-    if any((p / folder).is_dir() for p in places):
+    if any((p / f).is_dir() for p in places for f in folders):
         return None
     return ("%s's default model %s is not in %s: moshi-rocm models download %s"
             % (tool, folder, model_folder(environ), entry.get("model")))
