@@ -39,7 +39,7 @@ from builder.common import resources
 from builder.errors import BuildStepError, ConfigurationError
 from builder.package import symver
 from builder.common.elfinfo import read_elf
-from builder.package.floor_spec import GLIBC_VERSION, FloorSpec, version_key  # noqa: F401  (their home)
+from builder.package.floor_spec import FloorSpec, version_key
 
 
 # --------------------------------------------------------------------------- the floor's table

@@ -17,7 +17,6 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from builder.errors import ConfigurationError
 from builder.sources.recipe import PROJECT_ROOT
-from builder.package.timestamps import ZIP_EPOCH, ZIP_LAST, source_date_epoch  # noqa: F401  (their home)
 
 
 log = logging.getLogger(__name__)

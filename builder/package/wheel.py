@@ -44,7 +44,8 @@ from builder.common.process import check_logged
 from builder.common.files import sha256_file
 from builder.errors import BuildStepError, ConfigurationError, TargetError
 from builder.package.rules import RuntimeSpec
-from builder.package.project import Component, TEMPLATE_DIR, source_date_epoch, provenance_paragraph, upstream_urls, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
+from builder.package.timestamps import source_date_epoch
+from builder.package.project import Component, TEMPLATE_DIR, provenance_paragraph, upstream_urls, _known_gpus, entry_points, license_expression, normalized_name, package_scripts, render_pyproject, render_readme, target_table_for_runtime, wheel_version
 from builder.common.elfinfo import read_elf
 from builder.package.staging import PAYLOAD_MARKER, Payload, WheelKind, _copy_file, find_external_tools, stage_payload
 from builder.common.wheel_reader import WheelReport, grafted_name, inspect_wheel

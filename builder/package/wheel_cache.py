@@ -34,13 +34,12 @@ from typing import Callable, Mapping
 
 from builder.common.cache import Cache, staging_dir
 from builder.common.files import file_lock, sha256_file
+from builder.common.signing import sign, signed_here, signing_key_path
 from builder.package.project import TEMPLATE_DIR, Component
 from builder.sources.recipe import PROJECT_ROOT
 
 BUILDER_DIR = PROJECT_ROOT / "builder"
 ENTRY = "entry.json"
-# The signing key's home: builder/common/signing.py (names kept here for the cache's tests)
-from builder.common.signing import KEY_FILE, _signing_key, sign, signed_here, signing_key_path  # noqa: E402,F401
 
 
 def _tree_digest(root: Path, h) -> None:

@@ -481,7 +481,7 @@ def test_the_tool_runs_from_the_unpacked_wheel_alone(tiny_wheel, tmp_path):
 
 
 def test_source_date_epoch_comes_from_the_pinned_date_unless_given():
-    from builder.package.project import ZIP_EPOCH, source_date_epoch
+    from builder.package.timestamps import ZIP_EPOCH, source_date_epoch
     from builder.errors import ConfigurationError
 
     assert source_date_epoch({"date": "2026-02-18"}, environ={}) == 1771372800   # 2026-02-18T00:00:00Z

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.common import signing
 from builder.common.cache import Cache
 from builder.package import wheel_cache
 from builder.package.project import Component
@@ -157,7 +158,7 @@ def test_a_wheel_replaced_together_with_its_recorded_sha256_is_not_used(tmp_path
     store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
     built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
     kept = store.store("base", "aa" * 32, {}, built)
-    key_file = wheel_cache.signing_key_path()
+    key_file = signing.signing_key_path()
     assert key_file.stat().st_mode & 0o777 == 0o600 and not str(key_file).startswith(str(tmp_path / "cache"))
     kept.write_bytes(b"PK evil wheel")
     record = json.loads((kept.parent / "entry.json").read_text())
@@ -198,7 +199,7 @@ def test_store_over_an_entry_that_is_a_link_removes_the_link_only(tmp_path):
 def test_a_signing_key_that_is_not_a_regular_32_byte_file_is_replaced(tmp_path, monkeypatch, kind):
     # probe F07e: the key file is a link to a 10-byte file outside; _signing_key asserted
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    key_path = wheel_cache.signing_key_path()
+    key_path = signing.signing_key_path()
     key_path.parent.mkdir(parents=True)
     outside = tmp_path / "outside.key"
     outside.write_bytes(b"0123456789")
@@ -207,7 +208,7 @@ def test_a_signing_key_that_is_not_a_regular_32_byte_file_is_replaced(tmp_path, 
     else:
         key_path.write_bytes(b"0123456789")
     store = wheel_cache.WheelCache(Cache(tmp_path / "cache"))
-    assert wheel_cache._signing_key(create=False) is None       # not trusted, not followed
+    assert signing._signing_key(create=False) is None       # not trusted, not followed
     built = fake_wheel(tmp_path / "out" / "x-1.0-py3-none-any.whl")
     kept = store.store("base", "aa" * 32, {}, built)
     assert store.lookup("base", "aa" * 32) == kept
@@ -217,9 +218,9 @@ def test_a_signing_key_that_is_not_a_regular_32_byte_file_is_replaced(tmp_path, 
 
 def test_a_signing_key_that_cannot_be_replaced_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    key_path = wheel_cache.signing_key_path()
+    key_path = signing.signing_key_path()
     (key_path / "sub").mkdir(parents=True)      # a folder where the key should be
     from builder.errors import FileAccessError
 
     with pytest.raises(FileAccessError, match="not a regular 32-byte file"):
-        wheel_cache._signing_key(create=True)
+        signing._signing_key(create=True)

@@ -19,7 +19,8 @@ import posixpath
 
 from builder.check.context import Check, Context
 from builder.check.results import LINE_ITEMS, CheckResult
-from builder.package.glibc_floor import FloorSpec, compat_problems_of, floor_problems, load_table, version_key
+from builder.package.floor_spec import FloorSpec, version_key
+from builder.package.glibc_floor import compat_problems_of, floor_problems, load_table
 
 NAME = "glibc-floor"
 
